@@ -1,0 +1,46 @@
+// quipkern: randomized Hadamard transform of rows (docs/FORMATS.md, "Transforms").
+//
+//   y[r] = scale · S_out · T · S_in · x[r]        (T^T when transpose)
+//   T    = Q_m ⊗ (H_p / sqrt(p)),  n = m · p,  p = 2^log2_p,  H_p Sylvester-ordered
+//
+// Element i of a row is (a, b) = divmod(i, p).  Q is m × m row-major fp32 (orthonormal;
+// nullptr when m == 1).  Signs are bitmasks: element i is negated iff bit i % 8 of byte
+// i / 8 is set (nullptr: no signs).  x and y may be the same buffer (in-place) when
+// their row strides are equal.  Accumulation is fp32; y has x's dtype.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "quipkern/status.h"
+
+namespace quipkern {
+
+struct RhtParams {
+  const void* x = nullptr;
+  void* y = nullptr;
+  int64_t rows = 0;
+  int64_t x_row_stride = 0;  // elements between row starts
+  int64_t y_row_stride = 0;
+  int n = 0;                 // row width, n = m · 2^log2_p
+  int m = 1;                 // dense factor order, 1 <= m <= kRhtMaxM
+  int log2_p = 0;            // 0 <= log2_p <= kRhtMaxLog2P
+  const float* q = nullptr;  // m × m, row-major, fp32
+  const uint8_t* signs_in = nullptr;
+  const uint8_t* signs_out = nullptr;
+  float scale = 1.0f;
+  bool transpose = false;
+  DType dtype = DType::kBF16;
+};
+
+constexpr int kRhtMaxM = 64;
+constexpr int kRhtMaxLog2P = 15;       // p <= 32768
+constexpr int kRhtMaxRowElems = 32768; // n <= 32768: the row lives in shared memory
+
+// Bytes of dynamic shared memory the launch for these params needs (for callers that
+// budget shared memory; rht_launch sets the attribute itself).
+size_t rht_smem_bytes(const RhtParams& p);
+
+Status rht_launch(const RhtParams& p, cudaStream_t stream);
+
+}  // namespace quipkern

@@ -1,0 +1,275 @@
+// quipkern: randomized Hadamard transform kernels (docs/FORMATS.md, "Transforms").
+//
+// One block owns a tile of whole rows (R rows of n = m·p elements, R·n <= 4096, or one
+// row when n is larger) and keeps it in fp32 shared memory between passes:
+//
+//   pass 0        global --(16-byte loads, S_in)--> registers --H over bits [0, g0)--> smem
+//   pass 1..      smem --> registers --H over the next <= 4 bits of b--> smem
+//   last H pass   ... --> global (scale, S_out)          when m == 1
+//   Q stage       smem --> registers --Q_m along a, 8 outputs per thread--> global
+//
+// In a pass over the bits [lo, lo + g) of b, a "group" is the 2^g elements that differ
+// only in those bits; every thread holds 16 values (1..16 groups) in registers, and
+// consecutive threads take groups with consecutive low bits, so that both the global
+// accesses and the shared-memory accesses of a warp are contiguous.  The butterflies
+// of H_p commute, so the order of the passes is free: pass 0 takes the lowest bits
+// because that is the pass whose elements are contiguous in memory (vector loads).
+//
+// Every global read of a tile happens in pass 0, before the first __syncthreads and
+// before any global write, and blocks own disjoint rows: so y may alias x (in-place).
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "quipkern/rht.h"
+
+namespace quipkern {
+namespace {
+
+constexpr int kLogV = 4;  // values per thread per pass: 16
+constexpr int kV = 1 << kLogV;
+constexpr int kTileTarget = 4096;  // elements per block when rows are short
+constexpr int kQChunk = 8;         // outputs of the Q stage per thread
+
+template <typename T> struct Cvt;
+template <> struct Cvt<float> {
+  static __device__ __forceinline__ float load(float v) { return v; }
+  static __device__ __forceinline__ float store(float v) { return v; }
+};
+template <> struct Cvt<__half> {
+  static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+template <> struct Cvt<__nv_bfloat16> {
+  static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+
+struct Plan {
+  int rows_per_block;
+  int npass;
+  unsigned pass_bits;         // 4 bits a pass: bits of b it handles, pass 0 lowest
+  int q_chunks;               // ceil(m / kQChunk)
+  uint64_t magic_n;           // ceil(2^32 / n): the row of tile offset e is (e · magic_n) >> 32
+};
+
+// Flip the sign bit of v when bit `col` of the mask is set.
+__device__ __forceinline__ float apply_sign(float v, const uint8_t* __restrict__ s, int col) {
+  if (s == nullptr) return v;
+  unsigned bit = (__ldg(s + (col >> 3)) >> (col & 7)) & 1u;
+  return __uint_as_float(__float_as_uint(v) ^ (bit << 31));
+}
+
+// Butterflies over the first g bits of the register index: 2^(4-g) groups of 2^g values.
+__device__ __forceinline__ void butterflies(float (&v)[kV], int g) {
+#pragma unroll
+  for (int s = 0; s < kLogV; ++s) {
+    if (s < g) {
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        if (!(i & (1 << s))) {
+          const float a = v[i], b = v[i | (1 << s)];
+          v[i] = a + b;
+          v[i | (1 << s)] = a - b;
+        }
+      }
+    }
+  }
+}
+
+
+// One pass over the bits [lo, lo + G) of b.  Register i holds element t = i % 2^G of the
+// thread's group j = i / 2^G, so every register index is a compile-time constant.
+template <typename T, bool kVec, int G>
+__device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo, bool first,
+                                         bool direct_out, int tile, int64_t row0, uint64_t magic_n) {
+  constexpr int kCnt = 1 << G, kPerItem = kV >> G;
+  const int groups = tile >> G;
+  const int items = (groups + kPerItem - 1) / kPerItem;
+  const int lo_mask = (1 << lo) - 1;
+  const float post = rsqrtf(float(1 << p.log2_p)) * p.scale;
+  for (int item = threadIdx.x; item < items; item += blockDim.x) {
+    float v[kV];
+#pragma unroll
+    for (int j = 0; j < kPerItem; ++j) {
+      const int g = item + items * j;
+      if (g >= groups) {
+#pragma unroll
+        for (int t = 0; t < kCnt; ++t) v[j * kCnt + t] = 0.f;
+        continue;
+      }
+      const int base = ((g >> lo) << (lo + G)) | (g & lo_mask);
+      if (first) {  // lo == 0: the group is contiguous in its row
+        const int r = int((uint64_t(base) * magic_n) >> 32), col = base - r * p.n;
+        const T* src = static_cast<const T*>(p.x) + (row0 + r) * p.x_row_stride + col;
+        constexpr int kPerVec = 16 / sizeof(T);
+        if constexpr (kVec && kCnt >= kPerVec) {
+#pragma unroll
+          for (int c = 0; c < kCnt; c += kPerVec) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(src + c);
+            const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+            for (int u = 0; u < kPerVec; ++u)
+              v[j * kCnt + c + u] = apply_sign(Cvt<T>::load(e[u]), p.signs_in, col + c + u);
+          }
+        } else {
+#pragma unroll
+          for (int t = 0; t < kCnt; ++t)
+            v[j * kCnt + t] = apply_sign(Cvt<T>::load(src[t]), p.signs_in, col + t);
+        }
+      } else {
+#pragma unroll
+        for (int t = 0; t < kCnt; ++t) v[j * kCnt + t] = smem[base + (t << lo)];
+      }
+    }
+    butterflies(v, G);
+#pragma unroll
+    for (int j = 0; j < kPerItem; ++j) {
+      const int g = item + items * j;
+      if (g >= groups) continue;
+      const int base = ((g >> lo) << (lo + G)) | (g & lo_mask);
+      if (direct_out) {
+        const int r = int((uint64_t(base) * magic_n) >> 32), col0 = base - r * p.n;
+        T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
+#pragma unroll
+        for (int t = 0; t < kCnt; ++t) {
+          const int col = col0 + (t << lo);
+          dst[col] = Cvt<T>::store(apply_sign(v[j * kCnt + t] * post, p.signs_out, col));
+        }
+      } else {
+#pragma unroll
+        for (int t = 0; t < kCnt; ++t) smem[base + (t << lo)] = v[j * kCnt + t];
+      }
+    }
+  }
+}
+
+template <typename T, bool kVec>
+__global__ void rht_kernel(RhtParams p, Plan plan) {
+  extern __shared__ float smem[];
+  const int n = p.n, P = 1 << p.log2_p;
+  const int64_t row0 = int64_t(blockIdx.x) * plan.rows_per_block;
+  const int R = int(min(int64_t(plan.rows_per_block), p.rows - row0));
+  const int tile = R * n;
+  float* qs = smem + plan.rows_per_block * n;  // Q stage matrix, [a'][chunk*8 + u]
+  const bool q_stage = p.m > 1;
+
+  if (q_stage) {
+    const int width = plan.q_chunks * kQChunk;
+    for (int i = threadIdx.x; i < p.m * width; i += blockDim.x) {
+      const int ap = i / width, a = i % width;
+      float v = 0.f;
+      if (a < p.m) v = p.transpose ? p.q[ap * p.m + a] : p.q[a * p.m + ap];
+      qs[i] = v;
+    }
+  }
+
+  int lo = 0;
+  for (int pass = 0; pass < plan.npass; ++pass) {
+    const bool first = pass == 0, direct_out = !q_stage && pass == plan.npass - 1;
+    if (!first) __syncthreads();
+    const int g = (plan.pass_bits >> (4 * pass)) & 15;
+    switch (g) {
+      case 0: run_pass<T, kVec, 0>(p, smem, lo, first, direct_out, tile, row0, plan.magic_n); break;
+      case 1: run_pass<T, kVec, 1>(p, smem, lo, first, direct_out, tile, row0, plan.magic_n); break;
+      case 2: run_pass<T, kVec, 2>(p, smem, lo, first, direct_out, tile, row0, plan.magic_n); break;
+      case 3: run_pass<T, kVec, 3>(p, smem, lo, first, direct_out, tile, row0, plan.magic_n); break;
+      case 4: run_pass<T, kVec, 4>(p, smem, lo, first, direct_out, tile, row0, plan.magic_n); break;
+    }
+    lo += g;
+  }
+  if (!q_stage) return;
+
+  // Q stage: y[a, b] = sum_a' Q[a, a'] x[a', b] for every column b of every row.
+  __syncthreads();
+  const int work = R * P * plan.q_chunks;
+  const float post = rsqrtf(float(P)) * p.scale;
+  const int width = plan.q_chunks * kQChunk;
+  for (int w = threadIdx.x; w < work; w += blockDim.x) {
+    const int b = w & (P - 1), rest = w >> p.log2_p;
+    const int chunk = rest % plan.q_chunks, r = rest / plan.q_chunks;
+    float acc[kQChunk];
+#pragma unroll
+    for (int u = 0; u < kQChunk; ++u) acc[u] = 0.f;
+    const float* xs = smem + r * n + b;
+    const float* qrow = qs + chunk * kQChunk;
+    for (int ap = 0; ap < p.m; ++ap) {
+      const float xv = xs[ap * P];
+      const float4 q0 = *reinterpret_cast<const float4*>(qrow + ap * width);
+      const float4 q1 = *reinterpret_cast<const float4*>(qrow + ap * width + 4);
+      acc[0] += q0.x * xv; acc[1] += q0.y * xv; acc[2] += q0.z * xv; acc[3] += q0.w * xv;
+      acc[4] += q1.x * xv; acc[5] += q1.y * xv; acc[6] += q1.z * xv; acc[7] += q1.w * xv;
+    }
+    T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
+#pragma unroll
+    for (int u = 0; u < kQChunk; ++u) {
+      const int a = chunk * kQChunk + u;
+      if (a < p.m) {
+        const int col = a * P + b;
+        dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
+      }
+    }
+  }
+}
+
+Plan make_plan(const RhtParams& p) {
+  Plan plan{};
+  plan.rows_per_block = p.n >= kTileTarget ? 1 : kTileTarget / p.n;
+  const int k = p.log2_p;
+  plan.npass = std::max(1, (k + kLogV - 1) / kLogV);
+  for (int i = 0; i < plan.npass; ++i)
+    plan.pass_bits |= unsigned(k / plan.npass + (i < k % plan.npass ? 1 : 0)) << (4 * i);
+  plan.q_chunks = (p.m + kQChunk - 1) / kQChunk;
+  // exact for every tile offset e < 2^32 / n; tiles hold < 2 · max(n, kTileTarget) <= 2^16
+  plan.magic_n = ((uint64_t(1) << 32) + p.n - 1) / p.n;
+  return plan;
+}
+
+size_t smem_bytes(const RhtParams& p, const Plan& plan) {
+  if (p.m == 1 && plan.npass == 1) return 0;  // the tile never leaves registers
+  size_t floats = size_t(plan.rows_per_block) * p.n;
+  if (p.m > 1) floats += size_t(p.m) * plan.q_chunks * kQChunk;
+  return floats * sizeof(float);
+}
+
+template <typename T>
+Status launch_typed(const RhtParams& p, const Plan& plan, cudaStream_t stream) {
+  const size_t smem = smem_bytes(p, plan);
+  const bool vec = (reinterpret_cast<uintptr_t>(p.x) % 16 == 0) &&
+                   (p.x_row_stride * int64_t(sizeof(T))) % 16 == 0;
+  auto kernel = vec ? rht_kernel<T, true> : rht_kernel<T, false>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    return Status::kCudaError;
+  const int tile = plan.rows_per_block * p.n;
+  const int threads = std::min(1024, std::max(32, ((tile / kV + 31) / 32) * 32));
+  const int64_t blocks = (p.rows + plan.rows_per_block - 1) / plan.rows_per_block;
+  if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
+  kernel<<<unsigned(blocks), threads, smem, stream>>>(p, plan);
+  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+}  // namespace
+
+size_t rht_smem_bytes(const RhtParams& p) { return smem_bytes(p, make_plan(p)); }
+
+Status rht_launch(const RhtParams& p, cudaStream_t stream) {
+  if (p.rows < 0 || p.n < 1 || p.m < 1 || p.log2_p < 0) return Status::kInvalidArgument;
+  if (p.m > kRhtMaxM || p.log2_p > kRhtMaxLog2P || p.n > kRhtMaxRowElems) return Status::kUnsupported;
+  if (int64_t(p.m) << p.log2_p != p.n) return Status::kInvalidArgument;
+  if (p.m > 1 && p.q == nullptr) return Status::kInvalidArgument;
+  if (p.rows == 0) return Status::kOk;
+  if (p.x == nullptr || p.y == nullptr) return Status::kInvalidArgument;
+  if (p.x_row_stride < p.n || p.y_row_stride < p.n) return Status::kInvalidArgument;
+  if (p.x == p.y && p.x_row_stride != p.y_row_stride) return Status::kInvalidArgument;
+  const Plan plan = make_plan(p);
+  switch (p.dtype) {
+    case DType::kF16: return launch_typed<__half>(p, plan, stream);
+    case DType::kBF16: return launch_typed<__nv_bfloat16>(p, plan, stream);
+    case DType::kF32: return launch_typed<float>(p, plan, stream);
+  }
+  return Status::kUnsupported;
+}
+
+}  // namespace quipkern

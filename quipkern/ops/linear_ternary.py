@@ -1,0 +1,68 @@
+"""torch.ops.quipkern.linear_ternary: the fused ternary (BitNet b1.58) layer
+
+    y = S_out · T_outᵀ · (Ŵ · (T_in · S_in · x)) + bias,   Ŵ = scale · trits
+
+packed: int32 (N, K/16) for ternary-2bit or uint8 (N, 16·ceil(K/80)) for ternary-base3
+(docs/FORMATS.md, "Ternary weights"); scale float32 (N,) or (1,).  Everything else as
+in ops/linear_2bit.py.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..formats.ternary import check_ternary_weight
+from ..reference import linear_ternary as _reference
+from . import backend
+from .dequantize_ternary import dequantize_ternary
+from .transformed_linear import check_layer_args, check_x, register_linear_autograd
+
+__all__ = ["linear_ternary"]
+
+
+def _check(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+           check_data):
+    op = "linear_ternary"
+    check_x(op, x)
+    K = x.shape[-1]
+    N = check_ternary_weight(op, packed, scale, K, x.device, check_data)
+    check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
+    return N
+
+
+@torch.library.custom_op("quipkern::linear_ternary", mutates_args=())
+def linear_ternary(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    q_in: Optional[torch.Tensor] = None,
+    signs_in: Optional[torch.Tensor] = None,
+    q_out: Optional[torch.Tensor] = None,
+    signs_out: Optional[torch.Tensor] = None,
+    transform_in: bool = False,
+    transform_out: bool = False,
+) -> torch.Tensor:
+    args = (x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
+    N = _check(*args, True)
+    if x.numel() == 0:
+        return x.new_empty((*x.shape[:-1], N))
+    return backend.dispatch("linear_ternary", x.device.type, *args)
+
+
+@linear_ternary.register_fake
+def _(x, packed, scale, bias=None, q_in=None, signs_in=None, q_out=None, signs_out=None,
+      transform_in=False, transform_out=False):
+    N = _check(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in,
+               transform_out, False)
+    return x.new_empty((*x.shape[:-1], N))
+
+
+register_linear_autograd(
+    linear_ternary,
+    lambda x, packed, scale: dequantize_ternary(packed, scale, x.shape[-1], x.dtype),
+    n_weight_args=2,
+)
+backend.register("linear_ternary", "reference", _reference)

@@ -1,0 +1,157 @@
+"""torch.ops.quipkern.rht: the randomized Hadamard transform as a torch op.
+
+    y = scale · S_out · T · S_in · x          (Tᵀ when transpose=True)
+
+x: (..., n) float16 / bfloat16 / float32 / float64, last dim contiguous.
+q: None (n = 2^k) or the orthonormal (m, m) factor, float32 or float64, n = m · 2^k.
+signs_in, signs_out: None or uint8 bitmasks of ceil(n/8) bytes (formats/signs.py).
+rht returns a new contiguous tensor of x's shape and dtype; it is differentiable in x
+(the backward is the transposed transform with the sign vectors swapped).  rht_ writes
+the result into x in place.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import _ext
+from .. import triton as _triton
+from .._checks import FLOAT_DTYPES, check_optional, check_tensor
+from ..formats.signs import signs_nbytes
+from ..reference import rht as _reference
+from . import backend
+
+__all__ = ["rht", "rht_", "check_transform", "check_rht_args"]
+
+
+def check_transform(op: str, n: int, q_name: str, q, signs: list, device, width_of: str) -> int:
+    """Validate a transform of width n: its factor `q` and its sign bitmasks, given as
+    (name, tensor) pairs.  Returns m."""
+    check_optional(op, q_name, q, dtypes=(torch.float32, torch.float64), ndim=2, device=device,
+                   contiguous=True, what=f"orthonormal dense factor of the transform of width {n}")
+    m = 1 if q is None else q.shape[0]
+    if q is not None and q.shape[1] != m:
+        raise ValueError(f"{op}: '{q_name}' must be square; got shape {tuple(q.shape)}")
+    p = n // m if m else 0
+    if m == 0 or n % m or p & (p - 1) or p == 0:
+        raise ValueError(
+            f"{op}: {width_of} = {n} is not m·2^k for m = {m} (the size of '{q_name}'); "
+            f"use quipkern.transform_spec({n}) to get a supported factorization"
+        )
+    for name, s in signs:
+        check_optional(op, name, s, dtypes=(torch.uint8,), shape=(signs_nbytes(n),), device=device,
+                       contiguous=True, what=f"sign bitmask of width {n}")
+    return m
+
+
+def check_rht_args(x, q, signs_in, signs_out, scale, transpose) -> None:
+    op = "rht"
+    check_tensor(op, "x", x, dtypes=FLOAT_DTYPES, min_ndim=1, last_dim_contiguous=True)
+    if x.shape[-1] == 0:
+        raise ValueError(f"rht: 'x' must have a non-empty last dimension; got shape {tuple(x.shape)}")
+    check_transform(op, x.shape[-1], "q", q, [("signs_in", signs_in), ("signs_out", signs_out)],
+                    x.device, "the last dim of 'x'")
+
+
+@torch.library.custom_op("quipkern::rht", mutates_args=())
+def rht(
+    x: torch.Tensor,
+    q: Optional[torch.Tensor] = None,
+    signs_in: Optional[torch.Tensor] = None,
+    signs_out: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
+    transpose: bool = False,
+) -> torch.Tensor:
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    if x.numel() == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose)
+
+
+@rht.register_fake
+def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _setup_context(ctx, inputs, output):
+    x, q, signs_in, signs_out, scale, transpose = inputs
+    ctx.save_for_backward(q, signs_in, signs_out)
+    ctx.scale, ctx.transpose = scale, transpose
+
+
+def _backward(ctx, grad):
+    q, signs_in, signs_out = ctx.saved_tensors
+    gx = rht(grad.contiguous(), q, signs_out, signs_in, ctx.scale, not ctx.transpose)
+    return gx, None, None, None, None, None
+
+
+rht.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("quipkern::rht_", mutates_args=("x",))
+def rht_(
+    x: torch.Tensor,
+    q: Optional[torch.Tensor] = None,
+    signs_in: Optional[torch.Tensor] = None,
+    signs_out: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
+    transpose: bool = False,
+) -> None:
+    """In-place rht: x <- scale · S_out · T · S_in · x (no autograd)."""
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    if x.numel():
+        backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose, out=x)
+
+
+@rht_.register_fake
+def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+
+
+# Backend implementations: fn(x, q, signs_in, signs_out, scale, transpose, out=None) -> out.
+# `out` (x's shape and dtype, last dim contiguous) may be x itself.
+
+
+def _reference_impl(x, q, signs_in, signs_out, scale, transpose, out=None):
+    y = _reference(x, q, signs_in, signs_out, scale, transpose)
+    return y if out is None else out.copy_(y)
+
+
+def _cuda_supports(x, q, signs_in, signs_out, scale, transpose):
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return f"dtype {x.dtype} is not supported by the CUDA kernel (float16, bfloat16, float32)"
+    if x.shape[-1] > 32768 or (q is not None and q.shape[0] > 64):
+        return (f"width {x.shape[-1]} (m = {1 if q is None else q.shape[0]}) is beyond the CUDA kernel's "
+                f"n <= 32768, m <= 64")
+    return None
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as (rows, n) without a copy: raises if the leading dims cannot be flattened."""
+    return t.view(-1, t.shape[-1]) if t.dim() != 2 else t
+
+
+def _cuda(x, q, signs_in, signs_out, scale, transpose, out=None):
+    n = x.shape[-1]
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    try:
+        x2, o2 = _rows(x), _rows(out)
+    except RuntimeError:  # leading dims not flattenable: go through contiguous copies
+        res = _cuda(x.contiguous(), q, signs_in, signs_out, scale, transpose)
+        return out.copy_(res)
+    qf = None if q is None else q.to(torch.float32).contiguous()
+    torch.ops.quipkern._rht_cuda(x2, qf, signs_in, signs_out, scale, transpose, o2)
+    return out
+
+
+backend.register("rht", "reference", _reference_impl)
+if _triton.AVAILABLE:
+    from ..triton import rht as _triton_rht
+
+    backend.register("rht", "triton", _triton_rht.rht, _triton_rht.supports)
+if _ext.AVAILABLE:
+    backend.register("rht", "cuda", _cuda, _cuda_supports)

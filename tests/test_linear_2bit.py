@@ -1,0 +1,123 @@
+"""linear_2bit: the op and its reference against a fully dense float64 computation;
+autograd, opcheck, torch.compile, and bad inputs."""
+
+import pytest
+import torch
+
+import quipkern
+from quipkern.reference import linear_2bit as linear_2bit_ref
+
+from .layer_cases import dense_forward, transforms, two_bit_case
+from .utils import REL_TOL, rel_err
+
+SHAPES = [(64, 64), (96, 384), (384, 128), (43 * 4, 256), (12, 1536)]
+
+
+@pytest.mark.parametrize("N,K", SHAPES)
+@pytest.mark.parametrize("g", [64, 128, "row"])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("tin,tout", [(False, False), (True, True), (True, False), (False, True)])
+def test_reference_matches_dense(N, K, g, asym, tin, tout):
+    g = K if g == "row" or K % g else g
+    (packed, scales, zeros), W = two_bit_case(N, K, g, asym)
+    bias = torch.randn(N, dtype=torch.float64)
+    kw = transforms(N, K, tin, tout, q_dtype=torch.float64)
+    for shape in [(3, K), (2, 5, K), (K,)]:
+        x = torch.randn(shape, dtype=torch.float64)
+        y = quipkern.linear_2bit(x, packed, scales, zeros, bias, **kw)
+        assert y.shape == (*shape[:-1], N)
+        ref = dense_forward(x, W, bias, kw)
+        assert rel_err(y, ref) < 1e-12
+        assert torch.equal(y, linear_2bit_ref(x, packed, scales, zeros, bias, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_reference_low_precision(dtype):
+    (packed, scales, zeros), W = two_bit_case(384, 384, 128, False)
+    kw = transforms(384, 384, True, True)
+    x = torch.randn(7, 384).to(dtype)
+    y = quipkern.linear_2bit(x, packed, scales, zeros, None, **kw)
+    assert y.dtype == dtype
+    assert rel_err(y, dense_forward(x, W, None, kw)) < REL_TOL[dtype]
+
+
+def test_backward_matches_autograd_of_dense():
+    N, K = 96, 384
+    (packed, scales, zeros), W = two_bit_case(N, K, 64, True)
+    x = torch.randn(4, K, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(N, dtype=torch.float64, requires_grad=True)
+    kw = transforms(N, K, True, True, q_dtype=torch.float64)
+    y = quipkern.linear_2bit(x, packed, scales, zeros, bias, **kw)
+    gy = torch.randn_like(y)
+    gx, gb = torch.autograd.grad(y, (x, bias), gy)
+    x2, b2 = x.detach().requires_grad_(), bias.detach().requires_grad_()
+    gx_ref, gb_ref = torch.autograd.grad(dense_forward(x2, W, b2, kw), (x2, b2), gy)
+    assert rel_err(gx, gx_ref) < 1e-12 and rel_err(gb, gb_ref) < 1e-12
+    assert torch.autograd.gradcheck(
+        lambda t: quipkern.linear_2bit(t, packed, scales, zeros, None, **kw), (x[:2].detach().requires_grad_(),)
+    )
+
+
+def test_opcheck():
+    N, K = 96, 128
+    (packed, scales, zeros), _ = two_bit_case(N, K, 64, True)
+    kw = transforms(N, K, True, True)
+    x = torch.randn(3, K, requires_grad=True)
+    bias = torch.randn(N, requires_grad=True)
+    args = (x, packed, scales, zeros, bias, kw["q_in"], kw["signs_in"], kw["q_out"], kw["signs_out"], True, True)
+    torch.library.opcheck(torch.ops.quipkern.linear_2bit.default, args)
+    torch.library.opcheck(torch.ops.quipkern.dequantize_2bit.default, (packed, scales, zeros, torch.float32))
+
+
+def test_torch_compile_fullgraph():
+    N, K = 96, 384
+    (packed, scales, zeros), _ = two_bit_case(N, K, 128, False)
+    kw = transforms(N, K, True, True)
+
+    def f(x):
+        return torch.nn.functional.gelu(quipkern.linear_2bit(x, packed, scales, zeros, None, **kw))
+
+    x = torch.randn(5, K)
+    assert rel_err(torch.compile(f, fullgraph=True)(x), f(x)) < 1e-6
+
+
+def _args(N=96, K=128, **over):
+    (packed, scales, zeros), _ = two_bit_case(N, K, 64, False)
+    a = dict(x=torch.randn(2, K), packed=packed, scales=scales, zeros=None, bias=None)
+    a.update(over)
+    return a
+
+
+def _misaligned(t):
+    buf = torch.zeros(t.numel() + 1, dtype=t.dtype)
+    v = buf[1:].view(t.shape)
+    v.copy_(t)
+    return v
+
+
+BAD = [
+    (dict(x=torch.randn(2, 100)), ValueError, r"last dim of 'x' must equal the weight's in_features K=128"),
+    (dict(x=torch.randn(2, 128, dtype=torch.float64).to(torch.int32)), TypeError, "'x' must have dtype"),
+    (dict(bias=torch.randn(95)), ValueError, r"'bias' must have shape \(96\)"),
+    (dict(bias=torch.randn(96).half()), TypeError, "'bias' must have dtype"),
+    (dict(packed=torch.zeros(96, 8, dtype=torch.int16)), TypeError, "'packed' must have dtype torch.int32"),
+    (dict(packed=torch.zeros(16, 96, dtype=torch.int32).T), ValueError, "'packed' must be contiguous"),
+    (dict(packed="misaligned"), ValueError, "'packed' must start at a 16-byte aligned address"),
+    (dict(scales=torch.ones(96, 2)), TypeError, "'scales' must have dtype torch.float16"),
+    (dict(scales=torch.ones(96, 3, dtype=torch.float16)), ValueError, "'scales' must have shape"),
+    (dict(zeros=torch.ones(96, 1, dtype=torch.float16)), ValueError, r"'zeros' must have shape \(96, 2\)"),
+    (dict(q_in=torch.eye(4)), ValueError, "'q_in'/'signs_in' were given but 'transform_in' is False"),
+    (dict(transform_out=True, q_out=torch.eye(5)), ValueError, r"out_features N = 96 is not m·2\^k for m = 5"),
+    (dict(transform_in=True, signs_in=torch.zeros(15, dtype=torch.uint8)), ValueError, r"'signs_in' must have shape \(16\)"),
+    (dict(x=torch.randn(2, 128, device="meta")), ValueError, "'packed' must be on device meta"),
+]
+
+
+@pytest.mark.parametrize("over,exc,msg", BAD)
+def test_bad_inputs(over, exc, msg):
+    a = _args(**{k: v for k, v in over.items() if k in ("x", "packed", "scales", "zeros", "bias")})
+    if over.get("packed") == "misaligned":
+        a["packed"] = _misaligned(_args()["packed"])
+    kw = {k: v for k, v in over.items() if k not in a}
+    with pytest.raises(exc, match=msg):
+        quipkern.linear_2bit(**a, **kw)

@@ -1,0 +1,73 @@
+"""linear_ternary: both layouts against a dense float64 computation; autograd, opcheck,
+torch.compile, and bad inputs."""
+
+import pytest
+import torch
+
+import quipkern
+
+from .layer_cases import dense_forward, ternary_case, transforms
+from .utils import REL_TOL, rel_err
+
+
+@pytest.mark.parametrize("layout", ["2bit", "base3"])
+@pytest.mark.parametrize("per_row", [True, False])
+@pytest.mark.parametrize("N,K", [(64, 64), (96, 384), (384, 128), (12, 1536)])
+@pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
+def test_matches_dense(layout, per_row, N, K, tin, tout):
+    (packed, scale), W = ternary_case(N, K, layout, per_row)
+    kw = transforms(N, K, tin, tout, q_dtype=torch.float64)
+    bias = torch.randn(N, dtype=torch.float64)
+    x = torch.randn(2, 3, K, dtype=torch.float64)
+    y = quipkern.linear_ternary(x, packed, scale, bias, **kw)
+    assert y.shape == (2, 3, N)
+    assert rel_err(y, dense_forward(x, W, bias, kw)) < 1e-12
+
+
+def test_base3_any_width():
+    (packed, scale), W = ternary_case(10, 100, "base3", True)
+    x = torch.randn(3, 100).bfloat16()
+    y = quipkern.linear_ternary(x, packed, scale)
+    assert rel_err(y, dense_forward(x, W, None, transforms(10, 100, False, False))) < REL_TOL[torch.bfloat16]
+
+
+def test_backward_and_opcheck():
+    N, K = 96, 384
+    (packed, scale), W = ternary_case(N, K, "base3", True)
+    kw = transforms(N, K, True, True, q_dtype=torch.float64)
+    x = torch.randn(3, K, dtype=torch.float64, requires_grad=True)
+    y = quipkern.linear_ternary(x, packed, scale, None, **kw)
+    gy = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, (x,), gy)
+    x2 = x.detach().requires_grad_()
+    (gx_ref,) = torch.autograd.grad(dense_forward(x2, W, None, kw), (x2,), gy)
+    assert rel_err(gx, gx_ref) < 1e-12
+    kw32 = transforms(N, K, True, True)
+    args = (torch.randn(2, K, requires_grad=True), packed, scale, None, kw32["q_in"], kw32["signs_in"],
+            kw32["q_out"], kw32["signs_out"], True, True)
+    torch.library.opcheck(torch.ops.quipkern.linear_ternary.default, args)
+    torch.library.opcheck(torch.ops.quipkern.dequantize_ternary.default, (packed, scale, K, torch.float32))
+
+
+def test_torch_compile_fullgraph():
+    (packed, scale), _ = ternary_case(64, 128, "2bit", False)
+
+    def f(x):
+        return quipkern.linear_ternary(x, packed, scale).sum(-1)
+
+    x = torch.randn(4, 128)
+    assert rel_err(torch.compile(f, fullgraph=True)(x), f(x)) < 1e-6
+
+
+def test_bad_inputs():
+    (packed, scale), _ = ternary_case(64, 128, "base3", True)
+    x = torch.randn(2, 128)
+    with pytest.raises(ValueError, match=r"ternary-base3\) must have shape \(N, 16·ceil\(K/80\)\) = \(N, 48\) for in_features K=200; got shape \(64, 32\)"):
+        quipkern.linear_ternary(torch.randn(2, 200), packed, scale)
+    with pytest.raises(ValueError, match=r"'scale' must have shape \(64,\) or \(1,\)"):
+        quipkern.linear_ternary(x, packed, torch.ones(3))
+    with pytest.raises(TypeError, match="'packed' must have dtype torch.int32 or torch.uint8"):
+        quipkern.linear_ternary(x, packed.to(torch.int16), scale)
+    (p2, s2), _ = ternary_case(64, 128, "2bit", True)
+    with pytest.raises(ValueError, match=r"ternary-2bit\) must have shape \(N, K/16\)"):
+        quipkern.linear_ternary(torch.randn(2, 192), p2, s2)
