@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Everything quipkern needs on a GPU machine, in one call: build the extension, build
+# and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
+# few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
+#   bash benchmarks/device_run.sh [stages...]     stages: build test sanitize bench (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/quipkern-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PY:-python3}
+STAGES=${*:-build test sanitize bench}
+LOG="$OUT/log.txt"
+status=0
+step() { echo "== $* ==" | tee -a "$LOG"; }
+
+if [[ " $STAGES " == *" build "* ]]; then
+  step "GPU"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
+  step "build quipkern._C"
+  t0=$(date +%s)
+  CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} QUIPKERN_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} \
+    $PY setup.py -q build_ext --inplace >>"$LOG" 2>&1 || { echo "BUILD FAILED" | tee -a "$LOG"; tail -40 "$LOG"; exit 1; }
+  echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
+  grep -E "registers|spill" "$LOG" | sort | uniq -c | sort -rn | head -20 > "$OUT/ptxas.txt" || true
+  step "CMake example"
+  (cmake -S . -B build/cmake -DCMAKE_CUDA_ARCHITECTURES=90a >>"$LOG" 2>&1 &&
+   cmake --build build/cmake -j 16 >>"$LOG" 2>&1 && ./build/cmake/quipkern_rht_example) 2>&1 | tee -a "$LOG" || status=1
+fi
+if [[ " $STAGES " == *" test "* ]]; then
+  step "pytest"
+  $PY -c "import quipkern, quipkern._ext as e; print('cuda ext:', e.AVAILABLE, e.LOAD_ERROR)" | tee -a "$LOG"
+  $PY -m pytest -q -x tests -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tail -30 | tee -a "$LOG" || status=1
+fi
+if [[ " $STAGES " == *" sanitize "* ]]; then
+  step "compute-sanitizer memcheck"
+  compute-sanitizer --tool memcheck --error-exitcode 7 $PY benchmarks/sanitize.py 2>&1 | tail -15 | tee -a "$LOG" || status=1
+fi
+if [[ " $STAGES " == *" bench "* ]]; then
+  step "benchmarks"
+  $PY benchmarks/bench_rht.py --json "$OUT/bench_rht.json" 2>&1 | tee -a "$LOG" || status=1
+fi
+exit $status
