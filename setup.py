@@ -60,10 +60,10 @@ def extensions():
         name="quipkern._C",
         sources=sources,
         include_dirs=[os.path.join(HERE, "csrc", "include")],
+        # the C++ standard is torch's choice (C++17 up to torch 2.13, C++20 after)
         extra_compile_args={
-            "cxx": ["-O3", "-std=c++17"],
-            "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills",
-                     "-lineinfo"],
+            "cxx": ["-O3"],
+            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-Xptxas=-warn-spills", "-lineinfo"],
         },
     )
     print(f"quipkern: building quipkern._C for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")

@@ -37,6 +37,8 @@ if [[ " $STAGES " == *" sanitize "* ]]; then
 fi
 if [[ " $STAGES " == *" bench "* ]]; then
   step "benchmarks"
-  $PY benchmarks/bench_rht.py --json "$OUT/bench_rht.json" 2>&1 | tee -a "$LOG" || status=1
+  for b in ${BENCHES:-linear_2bit rht}; do
+    $PY benchmarks/bench_$b.py --json "$OUT/bench_$b.json" ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
+  done
 fi
 exit $status

@@ -19,5 +19,17 @@ for impl in ("cuda", "triton"):
             x = torch.randn(rows, n, device="cuda").to(dtype)
             fn(x, q, random_signs(n, seed=1).cuda(), random_signs(n, seed=2).cuda(), 1.0, True)
             fn(x, q, None, None, 1.0, False, out=x)  # in place
+for impl in ("cuda", "triton"):
+    if impl not in backend.available("linear_2bit"):
+        continue
+    fn = backend.implementation("linear_2bit", impl)
+    for N, K, M, g, asym in ((40, 192, 1, 64, False), (300, 384, 5, 128, True), (1000, 1024, 16, 1024, False),
+                             (33, 256, 3, 256, True)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = torch.rand(N, K // g, device="cuda").half()
+        zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+        fn(x, packed, scales, zeros, bias, None, None, None, None, False, False)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")

@@ -2,11 +2,12 @@
 // as private ops (torch.ops.quipkern._<name>_cuda) that the public ops in
 // quipkern/ops/ dispatch to; it checks what the kernels assume and turns their status
 // codes into torch errors.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 #include <Python.h>
 
+#include "quipkern/linear_2bit.h"
 #include "quipkern/rht.h"
 
 namespace {
@@ -80,7 +81,56 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
   p.transpose = transpose;
   p.dtype = to_dtype(x, op, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  check_status(quipkern::rht_launch(p, at::cuda::getCurrentCUDAStream()), op);
+  check_status(quipkern::rht_launch(p, c10::cuda::getCurrentCUDAStream()), op);
+}
+
+// out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
+void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                           const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
+                           at::Tensor& out) {
+  const char* op = "_linear_2bit_gemv_cuda";
+  TORCH_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
+              "last dim; got ", x.sizes(), " on ", x.device());
+  const DType dt = to_dtype(x, op, "x");
+  TORCH_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  check_cuda(packed, x, op, "packed");
+  check_cuda(scales, x, op, "scales");
+  check_cuda(out, x, op, "out");
+  TORCH_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
+              ": 'packed' must be a contiguous int32 (N, K/16) tensor");
+  const int64_t N = packed.size(0), K = packed.size(1) * 16, M = x.size(0);
+  TORCH_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight K=", K);
+  TORCH_CHECK(M >= 1 && M <= quipkern::kGemv2bitMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
+  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
+              scales.size(1) > 0 && K % scales.size(1) == 0, op, ": 'scales' must be contiguous float16 (N, K/g)");
+  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+              out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
+  quipkern::Linear2bitParams p;
+  p.x = x.data_ptr();
+  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.y = out.data_ptr();
+  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.packed = packed.data_ptr<int32_t>();
+  p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  if (zeros) {
+    check_cuda(*zeros, x, op, "zeros");
+    TORCH_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
+                ": 'zeros' must be contiguous float16 shaped like 'scales'");
+    p.zeros = reinterpret_cast<const uint16_t*>(zeros->data_ptr());
+  }
+  if (bias) {
+    check_cuda(*bias, x, op, "bias");
+    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
+                ": 'bias' must be contiguous (N,) in x's dtype");
+    p.bias = bias->data_ptr();
+  }
+  p.M = int(M);
+  p.N = int(N);
+  p.K = int(K);
+  p.group_size = int(K / scales.size(1));
+  p.dtype = dt;
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_status(quipkern::linear_2bit_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
 }  // namespace
@@ -88,9 +138,14 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
 TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_rht_cuda(Tensor x, Tensor? q, Tensor? signs_in, Tensor? signs_out, float scale, bool transpose, "
         "Tensor(a!) out) -> ()");
+  m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
+        "Tensor(a!) out) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(quipkern, CUDA, m) { m.impl("_rht_cuda", &rht_cuda); }
+TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
+  m.impl("_rht_cuda", &rht_cuda);
+  m.impl("_linear_2bit_gemv_cuda", &linear_2bit_gemv_cuda);
+}
 
 // quipkern._C is imported for its registrations; it has no Python-level functions.
 static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};

@@ -55,6 +55,9 @@ struct Plan {
   uint64_t magic_n;           // ceil(2^32 / n): the row of tile offset e is (e · magic_n) >> 32
 };
 
+// Float offset of the Q matrix after the tile, rounded up for its float4 reads.
+__host__ __device__ __forceinline__ int q_offset(int tile_floats) { return (tile_floats + 3) & ~3; }
+
 // Flip the sign bit of v when bit `col` of the mask is set.
 __device__ __forceinline__ float apply_sign(float v, const uint8_t* __restrict__ s, int col) {
   if (s == nullptr) return v;
@@ -153,7 +156,7 @@ __global__ void rht_kernel(RhtParams p, Plan plan) {
   const int64_t row0 = int64_t(blockIdx.x) * plan.rows_per_block;
   const int R = int(min(int64_t(plan.rows_per_block), p.rows - row0));
   const int tile = R * n;
-  float* qs = smem + plan.rows_per_block * n;  // Q stage matrix, [a'][chunk*8 + u]
+  float* qs = smem + q_offset(plan.rows_per_block * n);  // Q stage matrix, [a'][chunk*8 + u]
   const bool q_stage = p.m > 1;
 
   if (q_stage) {
@@ -230,7 +233,7 @@ Plan make_plan(const RhtParams& p) {
 size_t smem_bytes(const RhtParams& p, const Plan& plan) {
   if (p.m == 1 && plan.npass == 1) return 0;  // the tile never leaves registers
   size_t floats = size_t(plan.rows_per_block) * p.n;
-  if (p.m > 1) floats += size_t(p.m) * plan.q_chunks * kQChunk;
+  if (p.m > 1) floats = q_offset(int(floats)) + size_t(p.m) * plan.q_chunks * kQChunk;
   return floats * sizeof(float);
 }
 

@@ -7,8 +7,10 @@ import torch
 import quipkern
 from quipkern.reference import linear_2bit as linear_2bit_ref
 
+from quipkern.ops import backend
+
 from .layer_cases import dense_forward, transforms, two_bit_case
-from .utils import REL_TOL, rel_err
+from .utils import HAS_CUDA, LAYER_TOL, REL_TOL, kernel_backends, poison_like, rel_err
 
 SHAPES = [(64, 64), (96, 384), (384, 128), (43 * 4, 256), (12, 1536)]
 
@@ -121,3 +123,50 @@ def test_bad_inputs(over, exc, msg):
     kw = {k: v for k, v in over.items() if k not in a}
     with pytest.raises(exc, match=msg):
         quipkern.linear_2bit(**a, **kw)
+
+
+# (N, K, group size, asymmetric, transform_in, transform_out)
+CPU_CASES = [(96, 384, 64, False, True, True), (64, 128, 128, True, False, False), (43 * 2, 256, "row", False, True, True),
+             (40, 192, "row", True, True, False)]
+GPU_CASES = CPU_CASES + [(4096, 4096, 128, False, True, True), (11008, 4096, 128, True, True, True),
+                         (4096, 11008, 64, False, True, True), (14336, 4096, "row", False, True, True),
+                         (1536, 384, 128, False, True, True), (8192, 1024, 64, True, False, True)]
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("linear_2bit"))
+@pytest.mark.parametrize("M", [1, 2, 3, 7, 16, 33, 256])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", GPU_CASES if HAS_CUDA else CPU_CASES, ids=str)
+def test_kernels_against_float64_reference(name, device, M, dtype, case):
+    N, K, g, asym, tin, tout = case
+    g = K if g == "row" else g
+    (packed, scales, zeros), _ = two_bit_case(N, K, g, asym, device)
+    kw = transforms(N, K, tin, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
+            kw.get("signs_out"), tin, tout)
+    why = backend._REGISTRY["linear_2bit"][name].supports(*args)
+    if why:
+        pytest.skip(why)
+    out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
+    res = backend.implementation("linear_2bit", name)(*args, out=out)
+    assert res is out
+    cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+    ref = linear_2bit_ref(x.double().cpu(), packed.cpu(), scales.cpu(), cpu(zeros), bias.double().cpu(),
+                          cpu(kw.get("q_in")), cpu(kw.get("signs_in")), cpu(kw.get("q_out")), cpu(kw.get("signs_out")),
+                          tin, tout)
+    err = rel_err(out, ref)
+    assert err < LAYER_TOL[dtype], f"{name} M={M} {case} {dtype}: rel err {err:.3g}"
+
+
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("dequantize_2bit")])
+@pytest.mark.parametrize("g,asym", [(64, False), (128, True), ("row", False)])
+def test_dequantize_kernels(name, device, g, asym):
+    N, K = (300, 1024) if HAS_CUDA else (40, 256)
+    g = K if g == "row" else g
+    (packed, scales, zeros), W = two_bit_case(N, K, g, asym, device)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
+        backend.implementation("dequantize_2bit", name)(packed, scales, zeros, dtype, out=out)
+        assert rel_err(out, W) < REL_TOL[dtype]

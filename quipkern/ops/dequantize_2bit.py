@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from .. import triton as _triton
 from .._checks import FLOAT_DTYPES
 from ..formats.two_bit import check_2bit_weight
 from ..formats.two_bit import dequantize_2bit as _reference
@@ -37,4 +38,13 @@ def _(packed, scales, zeros=None, dtype=torch.float16):
     return packed.new_empty((N, K), dtype=dtype)
 
 
-backend.register("dequantize_2bit", "reference", _reference)
+def _reference_impl(packed, scales, zeros, dtype, out=None):
+    w = _reference(packed, scales, zeros, dtype)
+    return w if out is None else out.copy_(w)
+
+
+backend.register("dequantize_2bit", "reference", _reference_impl)
+if _triton.AVAILABLE:
+    from ..triton import linear_2bit as _tl
+
+    backend.register("dequantize_2bit", "triton", _tl.dequantize_2bit, _tl.supports_dequantize)

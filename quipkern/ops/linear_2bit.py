@@ -12,10 +12,13 @@ Returns (..., N) in x's dtype.  Differentiable in x and bias; the weight is froz
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 
+from .. import _ext
+from .. import triton as _triton
 from ..formats.two_bit import check_2bit_weight
 from ..reference import linear_2bit as _reference
 from . import backend
@@ -68,4 +71,83 @@ register_linear_autograd(
     lambda x, packed, scales, zeros: dequantize_2bit(packed, scales, zeros, x.dtype),
     n_weight_args=3,
 )
-backend.register("linear_2bit", "reference", _reference)
+
+# Dispatch by the number of rows M of x (flattened): the CUDA decode kernel takes
+# M <= 16; Triton's fused GEMM takes any M; from DEQUANT_GEMM_MIN_M rows on, the Triton
+# backend dequantizes Ŵ once and multiplies with cuBLAS instead (prefill, where the
+# dequantization is amortized).  QUIPKERN_DEQUANT_MIN_M overrides the threshold.
+CUDA_GEMV_MAX_M = 16
+DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "1024"))
+
+
+def _rows(x):
+    return x.numel() // x.shape[-1]
+
+
+def composed(matmul):
+    """A backend implementation of linear_2bit from `matmul(x2, packed, scales, zeros, bias, out)`
+    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias): the transforms run through the rht op's dispatch."""
+
+    def impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+             out=None):
+        N, K = packed.shape[0], x.shape[-1]
+        x2 = x.reshape(-1, K)
+        if transform_in:
+            x2 = backend.dispatch("rht", x.device.type, x2, q_in, signs_in, None, 1.0, False)
+        if out is None:
+            out = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
+        out2 = out.view(-1, N)
+        fused_bias = bias if bias is not None and bias.dtype == x.dtype and not transform_out else None
+        y = matmul(x2, packed, scales, zeros, fused_bias, None if transform_out else out2)
+        if transform_out:
+            y = backend.dispatch("rht", x.device.type, y, q_out, None, signs_out, 1.0, True, out=out2)
+        elif y is not out2:
+            out2.copy_(y)
+        if bias is not None and fused_bias is None:
+            out2.add_(bias)
+        return out
+
+    return impl
+
+
+def _reference_impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in,
+                    transform_out, out=None):
+    y = _reference(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
+    return y if out is None else out.copy_(y)
+
+
+backend.register("linear_2bit", "reference", _reference_impl)
+
+if _triton.AVAILABLE:
+    from ..triton import linear_2bit as _tl
+
+    def _triton_matmul(x2, packed, scales, zeros, bias, out):
+        if x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda:
+            w = _tl.dequantize_2bit(packed, scales, zeros, x2.dtype)
+            y = torch.nn.functional.linear(x2, w, bias)
+            return y if out is None else out.copy_(y)
+        return _tl.matmul_2bit(x2, packed, scales, zeros, bias, out)
+
+    def _triton_supports(x, packed, scales, zeros, bias, *rest):
+        return _tl.supports_matmul(x, packed, scales, zeros, bias)
+
+    backend.register("linear_2bit", "triton", composed(_triton_matmul), _triton_supports)
+
+if _ext.AVAILABLE:
+
+    def _cuda_gemv(x2, packed, scales, zeros, bias, out):
+        if x2.stride(0) % 8 or x2.data_ptr() % 16:
+            x2 = x2.contiguous()
+        if out is None or out.stride(-1) != 1:
+            out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out)
+        return out
+
+    def _cuda_supports(x, packed, scales, zeros, bias, *rest):
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            return f"the CUDA decode kernel takes float16 or bfloat16 activations, got {x.dtype}"
+        if _rows(x) > CUDA_GEMV_MAX_M:
+            return f"the CUDA decode kernel takes at most {CUDA_GEMV_MAX_M} rows, got {_rows(x)}"
+        return None
+
+    backend.register("linear_2bit", "cuda", composed(_cuda_gemv), _cuda_supports)

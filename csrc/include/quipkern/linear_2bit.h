@@ -1,0 +1,36 @@
+// quipkern: 2-bit weight × activation products (docs/FORMATS.md, "2-bit weights").
+//
+//   y[b, n] = sum_k x[b, k] · W[n, k] (+ bias[n]),   W[n, k] = s[n, k/g] · (c[n, k] − z[n, k/g])
+//
+// The decode kernel (gemv) takes M <= 16 rows of x, already transformed by the caller
+// (the transforms of the layer are separate ops, see rht.h).  x, y and bias share one
+// dtype (fp16 or bf16); accumulation is fp32.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "quipkern/status.h"
+
+namespace quipkern {
+
+struct Linear2bitParams {
+  const void* x = nullptr;        // (M, K), rows x_row_stride elements apart, last dim contiguous
+  int64_t x_row_stride = 0;
+  void* y = nullptr;              // (M, N), rows y_row_stride elements apart
+  int64_t y_row_stride = 0;
+  const int32_t* packed = nullptr;  // (N, K/16), 16-byte aligned
+  const uint16_t* scales = nullptr; // fp16 bits, (N, K/g)
+  const uint16_t* zeros = nullptr;  // fp16 bits, (N, K/g), or nullptr: symmetric grid (z = 1.5)
+  const void* bias = nullptr;       // (N,) in x's dtype, or nullptr
+  int M = 0, N = 0, K = 0;
+  int group_size = 0;               // 64, 128, or K (one scale per row)
+  DType dtype = DType::kBF16;       // kF16 or kBF16
+};
+
+constexpr int kGemv2bitMaxM = 16;
+
+// Decode: M in [1, 16].
+Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream);
+
+}  // namespace quipkern
