@@ -7,6 +7,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("QUIPKERN_AUTOTUNE", "0")  # tests check values; autotuning only costs time
 
 import pytest  # noqa: E402
 

@@ -21,6 +21,8 @@ import triton.language as tl
 __all__ = ["matmul_2bit", "dequantize_2bit", "supports_matmul", "supports_dequantize"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# QUIPKERN_AUTOTUNE=0 skips autotuning (the tests set it: they check values, not speed)
+_AUTOTUNE = os.environ.get("QUIPKERN_AUTOTUNE", "1") != "0" and not _INTERPRET
 
 
 @triton.jit
@@ -87,9 +89,18 @@ def _dequantize_2bit_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, N, K, G,
              mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
 
 
+def _default_config(M: int) -> dict:
+    """The config used without autotuning."""
+    if _INTERPRET:
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, num_warps=4)
+    if M <= 16:
+        return dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)
+    if M <= 64:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4)
+
+
 def _configs():
-    if _INTERPRET:  # the interpreter runs every config it is given: one small one
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4)]
     out = []
     for bm, bn, bk, w, s in [
         (16, 32, 256, 4, 4), (16, 64, 256, 4, 4), (16, 32, 512, 4, 3), (16, 128, 128, 4, 4),
@@ -148,14 +159,18 @@ def matmul_2bit(x2, packed, scales, zeros, bias, out=None):
     if out is None:
         out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))  # noqa: E731
-    _matmul_tuned[grid](
-        x2, packed, scales, zeros if zeros is not None else scales, bias if bias is not None else scales, out,
-        M, N, K, G, K // G, x2.stride(0) if M > 1 else K, out.stride(0) if M > 1 else N, _m_bucket(M),
+    args = (x2, packed, scales, zeros if zeros is not None else scales, bias if bias is not None else scales, out,
+            M, N, K, G, K // G, x2.stride(0) if M > 1 else K, out.stride(0) if M > 1 else N, _m_bucket(M))
+    flags = dict(
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
         PREC="ieee" if x2.dtype == torch.float32 or _INTERPRET else "tf32",
         # the interpreter multiplies bfloat16 tiles as raw integers: give it fp32
         DOT_F32=x2.dtype == torch.float32 or _INTERPRET,
     )
+    if _AUTOTUNE:
+        _matmul_tuned[grid](*args, **flags)
+    else:
+        _matmul_2bit_kernel[grid](*args, **flags, **_default_config(M))
     return out
 
 
