@@ -48,7 +48,7 @@ def check_backend(name, device, n, dtype, transpose=False, rows=5, scale=1.5):
     out = poison_like(x)
     res = backend.implementation("rht", name)(x, q, si, so, scale, transpose, out=out)
     assert res is out
-    ref = rht_ref(x.double().cpu(), None if q is None else q.double().cpu(), si.cpu(), so.cpu(), scale, transpose)
+    ref = rht_ref(x.double(), None if q is None else q.double(), si, so, scale, transpose)
     err = rel_err(out, ref)
     assert err < REL_TOL[dtype], f"{name} n={n} {dtype}: rel err {err:.3g}"
 
@@ -159,7 +159,7 @@ def test_dispatch_rule_on_cpu():
 
 
 def test_forced_backend_never_falls_back():
-    x = torch.randn(2, 64, dtype=torch.float64)
+    x = torch.randn(2, 64, dtype=torch.float64, device="cuda" if HAS_CUDA else "cpu")
     if "triton" in backend.available("rht"):
         with pytest.raises(ValueError, match="forced backend 'triton' cannot run this call: dtype torch.float64"):
             with quipkern.use_backend("triton"):
