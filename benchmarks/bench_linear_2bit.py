@@ -13,6 +13,7 @@ bf16 GEMV's (2 bytes/weight) in the same run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -24,7 +25,6 @@ import rig  # noqa: E402
 import quipkern  # noqa: E402
 from quipkern.formats import random_signs  # noqa: E402
 from quipkern.ops import backend  # noqa: E402
-from quipkern.ops import linear_2bit as op_module  # noqa: E402
 
 SHAPES = [(8192, 8192), (28672, 8192), (8192, 28672), (4096, 4096), (14336, 4096)]
 GROUP = 128
@@ -91,6 +91,7 @@ def main(argv=None):
                 print(f"   {r.impl:<16}{r.shape:<22} bandwidth {r.extra['frac_bf16_bw']:.2f} of bf16 GEMV's")
         sys.stdout.flush()
         rows += new
+    op_module = importlib.import_module("quipkern.ops.linear_2bit")
     print(f"(dequant + cuBLAS from M >= {op_module.DEQUANT_GEMM_MIN_M} in the triton backend)")
     if args.json:
         rig.write_json(args.json, rows, "python benchmarks/bench_linear_2bit.py " + " ".join(argv or sys.argv[1:]))

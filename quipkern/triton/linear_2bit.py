@@ -1,10 +1,10 @@
 """Triton kernels for the 2-bit format (docs/FORMATS.md, "2-bit weights").
 
 matmul_2bit: out (M, N) = x (M, K) @ Ŵᵀ (+ bias).  One kernel for every M: a program owns
-a BLOCK_M × BLOCK_N tile of out; per BLOCK_K step it loads BLOCK_N × BLOCK_K/16 words,
-expands them to codes with one broadcast shift ((word >> 2j) & 3 for j = 0..15, which is
-the format's column order), applies the group scale (and zero) in fp32, and feeds
-tensor cores with tl.dot.  Small M uses BLOCK_M = 16, the smallest dot tile.
+a BLOCK_M × BLOCK_N tile of out; per BLOCK_K step it loads BLOCK_N × BLOCK_K/16 words
+once, and for each code position j = 0..15 unpacks (word >> 2j) & 3, applies the group
+scale (and zero) in fp32, and feeds tensor cores with tl.dot against x's columns
+16w + j.  Small M uses BLOCK_M = 16, the smallest dot tile.
 
 dequantize_2bit: the same unpacking, written out as a dense (N, K) tensor; for large M
 the ops layer multiplies that with cuBLAS when it is faster (ops/linear_2bit.py).
@@ -26,27 +26,16 @@ _AUTOTUNE = os.environ.get("QUIPKERN_AUTOTUNE", "1") != "0" and not _INTERPRET
 
 
 @triton.jit
-def _unpack_tile(packed_ptr, scales_ptr, zeros_ptr, offs_n, k0, N, K, G, group_size,
-                 HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Ŵ[offs_n, k0 : k0 + BLOCK_K] in fp32 (zero outside the matrix)."""
-    WORDS: tl.constexpr = BLOCK_K // 16
-    w_idx = k0 // 16 + tl.arange(0, WORDS)
-    n_ok = offs_n < N
-    words = tl.load(packed_ptr + offs_n[:, None].to(tl.int64) * (K // 16) + w_idx[None, :],
-                    mask=n_ok[:, None] & (w_idx[None, :] < K // 16), other=0)
-    shifts = 2 * tl.arange(0, 16)
-    codes = (words[:, :, None] >> shifts[None, None, :]) & 3
-    codes = tl.reshape(codes, (BLOCK_N, BLOCK_K)).to(tl.float32)
-    offs_k = k0 + tl.arange(0, BLOCK_K)
-    k_ok = offs_k < K
-    sidx = offs_n[:, None].to(tl.int64) * G + (offs_k // group_size)[None, :]
-    smask = n_ok[:, None] & k_ok[None, :]
+def _word_scales(scales_ptr, zeros_ptr, offs_n, w_idx, N, G, group_size, HAS_ZEROS: tl.constexpr):
+    """Scale (and zero) of every word of a (BLOCK_N, WORDS) tile: a word's 16 columns share a group."""
+    sidx = offs_n[:, None].to(tl.int64) * G + ((16 * w_idx) // group_size)[None, :]
+    smask = (offs_n[:, None] < N) & (w_idx[None, :] < G * (group_size // 16))
     s = tl.load(scales_ptr + sidx, mask=smask, other=0.0).to(tl.float32)
     if HAS_ZEROS:
         z = tl.load(zeros_ptr + sidx, mask=smask, other=0.0).to(tl.float32)
     else:
-        z = 1.5
-    return (codes - z) * s
+        z = tl.full(s.shape, 1.5, tl.float32)
+    return s, z
 
 
 @triton.jit
@@ -56,56 +45,72 @@ def _matmul_2bit_kernel(
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr, DOT_F32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # Column 16w + j of the tile is code j of word w.  Rather than interleave the 16 codes
+    # of each word back into column order (a costly reshape), the K step is 16 dots, one
+    # per code position j, against the matching strided columns of x.
+    WORDS: tl.constexpr = BLOCK_K // 16
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    m_ok = offs_m < M
+    KW = K // 16
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * x_stride + offs_k[None, :],
-                    mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
-        w = _unpack_tile(packed_ptr, scales_ptr, zeros_ptr, offs_n, k0, N, K, G, group_size,
-                         HAS_ZEROS, BLOCK_N, BLOCK_K)
-        if DOT_F32:
-            acc += tl.dot(x.to(tl.float32), tl.trans(w), input_precision=PREC)
-        else:
-            acc += tl.dot(x, tl.trans(w.to(x.dtype)), input_precision=PREC)
+    for w0 in range(0, KW, WORDS):
+        w_idx = w0 + tl.arange(0, WORDS)
+        w_ok = w_idx < KW
+        words = tl.load(packed_ptr + offs_n[:, None].to(tl.int64) * KW + w_idx[None, :],
+                        mask=n_ok[:, None] & w_ok[None, :], other=0)
+        s, z = _word_scales(scales_ptr, zeros_ptr, offs_n, w_idx, N, G, group_size, HAS_ZEROS)
+        x_base = x_ptr + offs_m[:, None].to(tl.int64) * x_stride + 16 * w_idx[None, :]
+        x_mask = m_ok[:, None] & w_ok[None, :]
+        for j in tl.static_range(16):
+            wq = (((words >> (2 * j)) & 3).to(tl.float32) - z) * s
+            xj = tl.load(x_base + j, mask=x_mask, other=0.0)
+            if DOT_F32:
+                acc += tl.dot(xj.to(tl.float32), tl.trans(wq), input_precision=PREC)
+            else:
+                acc += tl.dot(xj, tl.trans(wq.to(xj.dtype)), input_precision=PREC)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :],
-             acc.to(out_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+             acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
 def _dequantize_2bit_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, N, K, G, group_size,
-                            HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                            HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, WORDS: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    k0 = tl.program_id(1) * BLOCK_K
-    offs_k = k0 + tl.arange(0, BLOCK_K)
-    w = _unpack_tile(packed_ptr, scales_ptr, zeros_ptr, offs_n, k0, N, K, G, group_size,
-                     HAS_ZEROS, BLOCK_N, BLOCK_K)
-    tl.store(out_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty),
-             mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
+    w_idx = tl.program_id(1) * WORDS + tl.arange(0, WORDS)
+    KW = K // 16
+    ok = (offs_n[:, None] < N) & (w_idx[None, :] < KW)
+    words = tl.load(packed_ptr + offs_n[:, None].to(tl.int64) * KW + w_idx[None, :], mask=ok, other=0)
+    s, z = _word_scales(scales_ptr, zeros_ptr, offs_n, w_idx, N, G, group_size, HAS_ZEROS)
+    j = tl.arange(0, 16)
+    codes = (words[:, :, None] >> (2 * j)[None, None, :]) & 3
+    w = (codes.to(tl.float32) - z[:, :, None]) * s[:, :, None]
+    ptrs = out_ptr + offs_n[:, None, None].to(tl.int64) * K + (16 * w_idx)[None, :, None] + j[None, None, :]
+    tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=ok[:, :, None])
 
 
 def _default_config(M: int) -> dict:
-    """The config used without autotuning."""
+    """The config used without autotuning (BLOCK_K >= 256: each of the 16 dots needs K >= 16)."""
     if _INTERPRET:
-        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, num_warps=4)
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=256, num_warps=4)
     if M <= 16:
-        return dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=256, num_warps=4, num_stages=3)
     if M <= 64:
-        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=4)
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=256, num_warps=8, num_stages=3)
 
 
 def _configs():
     out = []
     for bm, bn, bk, w, s in [
-        (16, 32, 256, 4, 4), (16, 64, 256, 4, 4), (16, 32, 512, 4, 3), (16, 128, 128, 4, 4),
-        (32, 64, 256, 4, 4), (64, 64, 128, 4, 4), (64, 128, 128, 8, 3), (128, 128, 64, 8, 4),
-        (128, 256, 64, 8, 3), (128, 128, 128, 8, 3),
+        (16, 16, 256, 4, 3), (16, 32, 256, 4, 3), (16, 64, 256, 4, 3), (16, 32, 512, 4, 2),
+        (32, 64, 256, 4, 3), (64, 64, 256, 4, 3), (64, 128, 256, 8, 3), (128, 128, 256, 8, 3),
+        (128, 256, 256, 8, 2), (128, 64, 256, 4, 3),
     ]:
         out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s))
     return out
@@ -179,8 +184,8 @@ def dequantize_2bit(packed, scales, zeros, dtype, out=None):
     G = scales.shape[1]
     if out is None:
         out = torch.empty(N, K, dtype=dtype, device=packed.device)
-    bn, bk = (32, 64) if _INTERPRET else (64, 256)
-    grid = (triton.cdiv(N, bn), triton.cdiv(K, bk))
+    bn, words = (16, 4) if _INTERPRET else (32, 16)
+    grid = (triton.cdiv(N, bn), triton.cdiv(K // 16, words))
     _dequantize_2bit_kernel[grid](packed, scales, zeros if zeros is not None else scales, out, N, K, G, K // G,
-                                  HAS_ZEROS=zeros is not None, BLOCK_N=bn, BLOCK_K=bk)
+                                  HAS_ZEROS=zeros is not None, BLOCK_N=bn, WORDS=words)
     return out
