@@ -4,9 +4,9 @@
 // x the B operand (one or two n8 tiles), so even M = 1 runs on tensor cores and the
 // CUDA cores only unpack codes.
 //
-// Work split.  A block owns 16 output rows and all of K; its 8 warps take the "units"
-// of K (64 columns = 4 words per row) round-robin and reduce through shared memory at
-// the end.  In a unit, lane (g = lane/4, t = lane%4) loads word t of rows g and g+8:
+// Work split.  A block owns 16 output rows and all of K; its 8 warps take pairs of
+// "units" of K (64 columns = 4 words per row) round-robin, several pairs of loads in
+// flight, and reduce through shared memory at the end.  In a unit, lane (g = lane/4, t = lane%4) loads word t of rows g and g+8:
 //
 //        unit u of rows row0..row0+15 (4 words of 16 codes per row)
 //        word:    0      1      2      3
@@ -36,7 +36,7 @@ namespace quipkern {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kUnroll = 4;  // units whose loads are in flight together per warp
+constexpr int kPairs = 4;   // pairs of adjacent units whose loads a warp has in flight together
 
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t magic) {
   uint32_t r;
@@ -134,7 +134,7 @@ __device__ __forceinline__ void load_x_pairs(const T* __restrict__ src, bool val
 }
 
 template <typename T, int NT, bool kAsym, bool kGrouped>
-__global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bitParams p) {
+__global__ void __launch_bounds__(kWarps * 32, 2) gemv_2bit_kernel(const Linear2bitParams p) {
   using O = Ops<T>;
   __shared__ float red[kWarps][2][NT][4][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -158,18 +158,22 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
   float xsum[NT][4] = {};  // asymmetric per-row mode: sum of x over this warp's units
   constexpr uint32_t kOnes[4] = {O::kOne, O::kOne, O::kOne, O::kOne};
 
-  for (int u0 = warp; u0 < units; u0 += kWarps * kUnroll) {
+  // A warp takes pairs of adjacent units (one full 32-byte sector of each row) and
+  // keeps kPairs pairs of loads in flight.
+  const int pairs = (units + 1) / 2;
+  for (int c0 = warp; c0 < pairs; c0 += kWarps * kPairs) {
+    constexpr int kUnroll = 2 * kPairs;
     uint32_t q[kUnroll][2];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
-      const int u = u0 + r * kWarps;
+      const int u = 2 * (c0 + (r >> 1) * kWarps) + (r & 1);
 #pragma unroll
       for (int h = 0; h < 2; ++h) q[r][h] = u < units ? uint32_t(__ldg(wptr[h] + 4 * u)) : 0u;
     }
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
-      const int u = u0 + r * kWarps;
-      if (u >= units) break;
+      const int u = 2 * (c0 + (r >> 1) * kWarps) + (r & 1);
+      if (u >= units) continue;
       uint32_t bx[NT][8];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) load_x_pairs<T>(xptr[nt] + 64 * u, xok[nt], bx[nt]);

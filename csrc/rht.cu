@@ -1,6 +1,10 @@
 // quipkern: randomized Hadamard transform kernels (docs/FORMATS.md, "Transforms").
 //
-// One block owns a tile of whole rows (R rows of n = m·p elements, R·n <= 4096, or one
+// Two kernels.  The main kernel (further below) takes p >= 32 with aligned rows: 32
+// values per thread, compile-time passes.  The generic kernel takes every other case
+// (p < 32, misaligned or strided rows); it is correct everywhere and simple, not fast.
+//
+// Generic kernel.  One block owns a tile of whole rows (R rows of n = m·p elements, R·n <= 4096, or one
 // row when n is larger) and keeps it in fp32 shared memory between passes:
 //
 //   pass 0        global --(16-byte loads, S_in)--> registers --H over bits [0, g0)--> smem
@@ -150,7 +154,7 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
 }
 
 template <typename T, bool kVec>
-__global__ void rht_kernel(RhtParams p, Plan plan) {
+__global__ void rht_generic_kernel(RhtParams p, Plan plan) {
   extern __shared__ float smem[];
   const int n = p.n, P = 1 << p.log2_p;
   const int64_t row0 = int64_t(blockIdx.x) * plan.rows_per_block;
@@ -217,6 +221,197 @@ __global__ void rht_kernel(RhtParams p, Plan plan) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Main kernel, p >= 32: every thread holds 32 values in registers in every pass.
+//
+//   pass 0   global --(16-byte loads of 32 contiguous elements, S_in)--> registers,
+//            butterflies over bits [0, g0) of b, --> shared memory
+//   pass i   shared --> registers (32 values whose b differ in the pass's bits, and
+//            consecutive lanes on consecutive low bits), butterflies, --> shared memory,
+//            or for the last pass of m == 1 straight to global memory (scale, S_out)
+//   Q stage  (m > 1) as in the generic kernel
+//
+// log2(p) <= 15 bits in at most 3 passes of at most 5 bits: at most two round trips
+// through shared memory.  Shared memory holds the tile in fp32 with one padding float
+// per 32 (index a -> a + a/32), which keeps both the thread-contiguous pass-0 writes
+// and the lane-contiguous later passes free of bank conflicts; all in-pass offsets are
+// compile-time constants (the kernel is instantiated per log2(p)).
+
+constexpr int kMainValues = 32;
+
+__host__ __device__ constexpr int padded(int a) { return a + (a >> 5); }
+
+template <int kLogP>
+struct PassSplit {
+  static constexpr int kPasses = (kLogP + 4) / 5;
+  __host__ __device__ static constexpr int bits(int i) { return kLogP / kPasses + (i < kLogP % kPasses ? 1 : 0); }
+  __host__ __device__ static constexpr int lo(int i) { return i == 0 ? 0 : lo(i - 1) + bits(i - 1); }
+};
+
+// Butterflies over register-index bits [0, G): 32 / 2^G groups of 2^G consecutive registers.
+template <int G>
+__device__ __forceinline__ void butterflies_g(float (&v)[kMainValues]) {
+#pragma unroll
+  for (int s = 0; s < G; ++s) {
+#pragma unroll
+    for (int i = 0; i < kMainValues; ++i) {
+      if (!(i & (1 << s))) {
+        const float a = v[i], b = v[i | (1 << s)];
+        v[i] = a + b;
+        v[i | (1 << s)] = a - b;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
+  return __uint_as_float(__float_as_uint(v) ^ (bit << 31));
+}
+
+// Pass kPass >= 1 of the main kernel over the sub-row `srow` (padded shared memory).
+template <typename T, int kLogP, int kPass>
+__device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t, bool to_global, int64_t row,
+                                          int col0, float post) {
+  using S = PassSplit<kLogP>;
+  constexpr int kLo = S::lo(kPass), kG = S::bits(kPass), kGS = 1 << kG, kPer = kMainValues / kGS;
+  constexpr int kTpr = (1 << kLogP) / kMainValues;
+  constexpr int kStride = kLo >= 5 ? (1 << kLo) + (1 << (kLo - 5)) : 0;  // padded step of bit kLo
+  float v[kMainValues];
+  int base[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int g = t + kTpr * u;
+    base[u] = ((g >> kLo) << (kLo + kG)) | (g & ((1 << kLo) - 1));
+#pragma unroll
+    for (int i = 0; i < kGS; ++i)
+      v[u * kGS + i] = kLo >= 5 ? srow[padded(base[u]) + i * kStride] : srow[padded(base[u] + (i << kLo))];
+  }
+  butterflies_g<kG>(v);
+  if (to_global) {
+    T* dst = static_cast<T*>(p.y) + row * p.y_row_stride + col0;
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+#pragma unroll
+      for (int i = 0; i < kGS; ++i) {
+        const int b = base[u] + (i << kLo);
+        float r = v[u * kGS + i] * post;
+        if (p.signs_out != nullptr) r = xor_sign(r, (__ldg(p.signs_out + ((col0 + b) >> 3)) >> ((col0 + b) & 7)) & 1u);
+        dst[b] = Cvt<T>::store(r);
+      }
+  } else {
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+#pragma unroll
+      for (int i = 0; i < kGS; ++i) {
+        if (kLo >= 5) srow[padded(base[u]) + i * kStride] = v[u * kGS + i];
+        else srow[padded(base[u] + (i << kLo))] = v[u * kGS + i];
+      }
+  }
+}
+
+template <typename T, int kLogP>
+__global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan plan) {
+  using S = PassSplit<kLogP>;
+  constexpr int kP = 1 << kLogP, kTpr = kP / kMainValues, kG0 = S::bits(0);
+  extern __shared__ float smem[];
+  const int m = p.m, R = plan.rows_per_block;
+  const int sub = threadIdx.x / kTpr, t = threadIdx.x % kTpr;
+  const int r_local = sub / m, a = sub % m;
+  const int64_t row0 = int64_t(blockIdx.x) * R, row = row0 + r_local;
+  const bool active = row < p.rows;
+  const int col0 = a * kP;
+  float* srow = smem + padded(sub * kP);
+  const float post = rsqrtf(float(kP)) * p.scale;
+  const bool q_stage = m > 1;
+  float* qs = smem + q_offset(padded(R * m * kP));
+  if (q_stage) {  // Q stage matrix, [a'][chunk*8 + u], as in the generic kernel
+    const int width = plan.q_chunks * kQChunk;
+    for (int i = threadIdx.x; i < m * width; i += blockDim.x) {
+      const int ap = i / width, aa = i % width;
+      qs[i] = aa < m ? (p.transpose ? p.q[ap * m + aa] : p.q[aa * m + ap]) : 0.f;
+    }
+  }
+
+  // pass 0: 32 contiguous elements
+  float v[kMainValues];
+  if (active) {
+    const T* src = static_cast<const T*>(p.x) + row * p.x_row_stride + col0 + kMainValues * t;
+    constexpr int kPerVec = 16 / sizeof(T);
+#pragma unroll
+    for (int c = 0; c < kMainValues; c += kPerVec) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src + c));
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int u = 0; u < kPerVec; ++u) v[c + u] = Cvt<T>::load(e[u]);
+    }
+    if (p.signs_in != nullptr) {
+      const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(p.signs_in) + ((col0 + kMainValues * t) >> 5));
+#pragma unroll
+      for (int i = 0; i < kMainValues; ++i) v[i] = xor_sign(v[i], (w >> i) & 1u);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kMainValues; ++i) v[i] = 0.f;
+  }
+  butterflies_g<kG0>(v);
+  if (S::kPasses == 1 && !q_stage) {
+    if (active) {
+      T* dst = static_cast<T*>(p.y) + row * p.y_row_stride + col0 + kMainValues * t;
+#pragma unroll
+      for (int i = 0; i < kMainValues; ++i) {
+        float r = v[i] * post;
+        if (p.signs_out != nullptr) {
+          const int c = col0 + kMainValues * t + i;
+          r = xor_sign(r, (__ldg(p.signs_out + (c >> 3)) >> (c & 7)) & 1u);
+        }
+        dst[i] = Cvt<T>::store(r);
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kMainValues; ++i) srow[(kMainValues + 1) * t + i] = v[i];  // padded(32 t + i)
+
+  if constexpr (S::kPasses >= 2) {
+    __syncthreads();
+    main_pass<T, kLogP, 1>(p, srow, t, !q_stage && S::kPasses == 2 && active, row, col0, post);
+  }
+  if constexpr (S::kPasses >= 3) {
+    __syncthreads();
+    main_pass<T, kLogP, 2>(p, srow, t, !q_stage && active, row, col0, post);
+  }
+  if (!q_stage) return;
+
+  __syncthreads();
+  const int rows_here = int(min(int64_t(R), p.rows - row0));
+  const int work = rows_here * kP * plan.q_chunks, width = plan.q_chunks * kQChunk;
+  for (int w = threadIdx.x; w < work; w += blockDim.x) {
+    const int b = w & (kP - 1), rest = w >> kLogP;
+    const int chunk = rest % plan.q_chunks, r = rest / plan.q_chunks;
+    float acc[kQChunk];
+#pragma unroll
+    for (int u = 0; u < kQChunk; ++u) acc[u] = 0.f;
+    const float* xs = smem + padded(r * m * kP) + padded(b);
+    const float* qrow = qs + chunk * kQChunk;
+    for (int ap = 0; ap < m; ++ap) {
+      const float xv = xs[ap * (kP + kP / 32)];
+      const float4 q0 = *reinterpret_cast<const float4*>(qrow + ap * width);
+      const float4 q1 = *reinterpret_cast<const float4*>(qrow + ap * width + 4);
+      acc[0] += q0.x * xv; acc[1] += q0.y * xv; acc[2] += q0.z * xv; acc[3] += q0.w * xv;
+      acc[4] += q1.x * xv; acc[5] += q1.y * xv; acc[6] += q1.z * xv; acc[7] += q1.w * xv;
+    }
+    T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
+#pragma unroll
+    for (int u = 0; u < kQChunk; ++u) {
+      const int aa = chunk * kQChunk + u;
+      if (aa < m) {
+        const int col = aa * kP + b;
+        dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
+      }
+    }
+  }
+}
+
 Plan make_plan(const RhtParams& p) {
   Plan plan{};
   plan.rows_per_block = p.n >= kTileTarget ? 1 : kTileTarget / p.n;
@@ -238,11 +433,59 @@ size_t smem_bytes(const RhtParams& p, const Plan& plan) {
 }
 
 template <typename T>
+Status launch_generic(const RhtParams& p, const Plan& plan, cudaStream_t stream);
+
+// The main kernel needs p >= 32, 16-byte aligned rows of x and a 4-byte aligned S_in.
+bool main_kernel_fits(const RhtParams& p, int elem_size) {
+  return p.log2_p >= 5 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (p.x_row_stride * elem_size) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(p.signs_in) % 4 == 0 && p.n / kMainValues <= 1024;
+}
+
+template <typename T, int kLogP>
+Status launch_main(const RhtParams& p, cudaStream_t stream) {
+  Plan plan = make_plan(p);
+  const int per_row = p.m * ((1 << kLogP) / kMainValues);  // threads per row
+  plan.rows_per_block = std::max(1, 256 / per_row);
+  const int threads = plan.rows_per_block * per_row;
+  size_t floats = size_t(padded(plan.rows_per_block * p.n));
+  if (p.m > 1) floats = q_offset(int(floats)) + size_t(p.m) * plan.q_chunks * kQChunk;
+  const size_t smem = (PassSplit<kLogP>::kPasses == 1 && p.m == 1) ? 0 : floats * sizeof(float);
+  auto kernel = rht_main_kernel<T, kLogP>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    return Status::kCudaError;
+  const int64_t blocks = (p.rows + plan.rows_per_block - 1) / plan.rows_per_block;
+  if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
+  kernel<<<unsigned(blocks), threads, smem, stream>>>(p, plan);
+  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+template <typename T>
 Status launch_typed(const RhtParams& p, const Plan& plan, cudaStream_t stream) {
+  if (main_kernel_fits(p, sizeof(T))) {
+    switch (p.log2_p) {
+      case 5: return launch_main<T, 5>(p, stream);
+      case 6: return launch_main<T, 6>(p, stream);
+      case 7: return launch_main<T, 7>(p, stream);
+      case 8: return launch_main<T, 8>(p, stream);
+      case 9: return launch_main<T, 9>(p, stream);
+      case 10: return launch_main<T, 10>(p, stream);
+      case 11: return launch_main<T, 11>(p, stream);
+      case 12: return launch_main<T, 12>(p, stream);
+      case 13: return launch_main<T, 13>(p, stream);
+      case 14: return launch_main<T, 14>(p, stream);
+      case 15: return launch_main<T, 15>(p, stream);
+      default: break;
+    }
+  }
+  return launch_generic<T>(p, plan, stream);
+}
+
+template <typename T>
+Status launch_generic(const RhtParams& p, const Plan& plan, cudaStream_t stream) {
   const size_t smem = smem_bytes(p, plan);
   const bool vec = (reinterpret_cast<uintptr_t>(p.x) % 16 == 0) &&
                    (p.x_row_stride * int64_t(sizeof(T))) % 16 == 0;
-  auto kernel = vec ? rht_kernel<T, true> : rht_kernel<T, false>;
+  auto kernel = vec ? rht_generic_kernel<T, true> : rht_generic_kernel<T, false>;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
     return Status::kCudaError;
   const int tile = plan.rows_per_block * p.n;
