@@ -2,7 +2,8 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages: build test sanitize bench (default: all)
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench
+#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS, TEST_WORKERS adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/quipkern-out}
@@ -14,7 +15,7 @@ LOG="$OUT/log.txt"
 status=0
 step() { echo "== $* ==" | tee -a "$LOG"; }
 
-if [[ " $STAGES " == *" build "* ]]; then
+stage_build() {
   step "GPU"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
   step "build quipkern._C"
   t0=$(date +%s)
@@ -25,20 +26,23 @@ if [[ " $STAGES " == *" build "* ]]; then
   step "CMake example"
   (cmake -S . -B build/cmake -DCMAKE_CUDA_ARCHITECTURES=90a >>"$LOG" 2>&1 &&
    cmake --build build/cmake -j 16 >>"$LOG" 2>&1 && ./build/cmake/quipkern_rht_example) 2>&1 | tee -a "$LOG" || status=1
-fi
-if [[ " $STAGES " == *" test "* ]]; then
+}
+stage_test() {
   step "pytest"
   $PY -c "import quipkern, quipkern._ext as e; print('cuda ext:', e.AVAILABLE, e.LOAD_ERROR)" | tee -a "$LOG"
-  $PY -m pytest -q -x tests -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tail -30 | tee -a "$LOG" || status=1
-fi
-if [[ " $STAGES " == *" sanitize "* ]]; then
+  # parallel workers when pytest-xdist is there: Triton compiles dominate on the GPU
+  xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n ${TEST_WORKERS:-8}"
+  $PY -m pytest -q $xdist tests -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tail -30 | tee -a "$LOG" || status=1
+}
+stage_sanitize() {
   step "compute-sanitizer memcheck"
   compute-sanitizer --tool memcheck --error-exitcode 7 $PY benchmarks/sanitize.py 2>&1 | tail -15 | tee -a "$LOG" || status=1
-fi
-if [[ " $STAGES " == *" bench "* ]]; then
+}
+stage_bench() {
   step "benchmarks"
   for b in ${BENCHES:-linear_2bit rht}; do
     $PY benchmarks/bench_$b.py --json "$OUT/bench_$b.json" ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
   done
-fi
+}
+for s in $STAGES; do "stage_$s"; done
 exit $status
