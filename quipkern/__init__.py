@@ -14,11 +14,21 @@ from .ops import (
     rht_,
     use_backend,
 )
+from .layers import QuipLinear, TernaryLinear
+from .model import QuantConfig, QuantReport, load_quantized, prepare_model, quantize_model, save_quantized
 from .transform_spec import MAX_DENSE_M, TransformSpec, transform_spec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "QuipLinear",
+    "TernaryLinear",
+    "QuantConfig",
+    "QuantReport",
+    "quantize_model",
+    "prepare_model",
+    "save_quantized",
+    "load_quantized",
     "rht",
     "rht_",
     "linear_2bit",

@@ -1,0 +1,74 @@
+"""TernaryLinear: a drop-in nn.Linear with BitNet b1.58 ternary weights.
+
+    y = S_out · T_Nᵀ · (Ŵ · (T_K · S_in · x)) + bias,   Ŵ = scale · trits
+
+Either ternary layout of docs/FORMATS.md ("Ternary weights"): "base3" (1.6 bits/weight)
+or "2bit"; scale per row or per tensor; the transforms are optional (BitNet b1.58 has
+none; they help when a pretrained float model is quantized).  The forward is the op
+torch.ops.quipkern.linear_ternary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..formats.ternary import base3_row_bytes, dequantize_ternary, pack_ternary_2bit, pack_ternary_base3
+from ..formats.two_bit import K_MULTIPLE
+from ..ops.linear_ternary import linear_ternary
+from ..quantize import absmean_ternary
+from .transformed import TransformedLinear
+
+__all__ = ["TernaryLinear"]
+
+
+class TernaryLinear(TransformedLinear):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, layout: str = "base3",
+                 per_row: bool = True, transform: bool = False, device=None, dtype=None):
+        if layout not in ("base3", "2bit"):
+            raise ValueError(f"TernaryLinear: layout must be 'base3' or '2bit'; got {layout!r}")
+        if layout == "2bit" and in_features % K_MULTIPLE:
+            raise ValueError(f"TernaryLinear: layout '2bit' needs in_features % {K_MULTIPLE} == 0; "
+                             f"got {in_features} (use layout 'base3')")
+        super().__init__(in_features, out_features, bias, transform, device, dtype)
+        self.layout, self.per_row = layout, per_row
+        shape = (out_features, in_features // 16) if layout == "2bit" else (out_features, base3_row_bytes(in_features))
+        packed = torch.zeros(shape, dtype=torch.int32 if layout == "2bit" else torch.uint8, device=device)
+        if layout == "base3":
+            packed.fill_(121)  # all-zero trits
+        else:
+            packed.fill_(0x55555555)
+        self._format_buffer("packed", packed)
+        self._format_buffer("scale", torch.ones(out_features if per_row else 1, dtype=torch.float32, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_ternary(x, self.packed, self.scale, self._bias_for(x), *self._transform_args())
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        Wt = dequantize_ternary(self.packed, self.scale, self.in_features, torch.float64)
+        return self.weight_from_transformed(Wt).to(dtype or (self.bias.dtype if self.bias is not None else torch.float32))
+
+    @torch.no_grad()
+    def quantize_(self, W: torch.Tensor) -> None:
+        trits, scale = absmean_ternary(self.weight_to_transformed(W.detach().double().to(self.packed.device)),
+                                       self.per_row)
+        self.packed.copy_(pack_ternary_2bit(trits) if self.layout == "2bit" else pack_ternary_base3(trits))
+        self.scale.copy_(scale)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, layout: str = "base3", per_row: bool = True,
+                    transform: bool = False, seed: int = 0) -> "TernaryLinear":
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, layout=layout,
+                    per_row=per_row, transform=transform, device=linear.weight.device, dtype=linear.weight.dtype)
+        layer.init_signs(seed)
+        layer.quantize_(linear.weight)
+        if linear.bias is not None:
+            layer.bias.data.copy_(linear.bias.detach())
+        return layer
+
+    def bits_per_weight(self) -> float:
+        return (8 * self.packed.element_size() * self.packed.numel() + 32 * self.scale.numel()) / (
+            self.in_features * self.out_features)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", layout={self.layout!r}, per_row={self.per_row}"
