@@ -2,7 +2,7 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo
 #   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS, TEST_WORKERS adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,12 @@ stage_bench() {
   for b in ${BENCHES:-linear_2bit rht}; do
     $PY benchmarks/bench_$b.py --json "$OUT/bench_$b.json" ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
   done
+}
+stage_demo() {
+  step "demo (main job) on the GPU"
+  # the model package is not installed there: a copy of its folder travels in .carry/minilm
+  dir=${DEMO_MODEL_DIR:-.carry/minilm}
+  HF_HUB_OFFLINE=1 $PY -m quipkern.demo ${DEMO_ARGS:-} --model-dir "$dir" --json "$OUT/demo.json" 2>&1 | tail -16 | tee -a "$LOG" || status=1
 }
 for s in $STAGES; do "stage_$s"; done
 exit $status
