@@ -118,7 +118,7 @@ def _latency_ms(model, sentences, device: str) -> float | None:
     if device != "cuda":
         return None
     features = model.tokenize(sentences)
-    features = {k: v.to(device) for k, v in features.items()}
+    features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
     with torch.no_grad():
         for _ in range(3):
             model(features)
