@@ -19,8 +19,11 @@ stage_build() {
   step "GPU"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
   step "build quipkern._C"
   t0=$(date +%s)
+  # the same install a user makes (editable, so the tests import this checkout)
   CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} QUIPKERN_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} \
-    $PY setup.py -q build_ext --inplace >>"$LOG" 2>&1 || { echo "BUILD FAILED" | tee -a "$LOG"; tail -40 "$LOG"; exit 1; }
+    $PY -m pip install -v --no-build-isolation --no-deps --no-index -e . >>"$LOG" 2>&1 ||
+    { echo "BUILD FAILED" | tee -a "$LOG"; tail -40 "$LOG"; exit 1; }
+  $PY -c "import quipkern._C, quipkern; print('installed', quipkern.__file__)" | tee -a "$LOG"
   echo "built in $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
   grep -E "registers|spill" "$LOG" | sort | uniq -c | sort -rn | head -20 > "$OUT/ptxas.txt" || true
   step "CMake example"
