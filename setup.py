@@ -37,6 +37,8 @@ def want_cuda() -> bool:
         if flag == "1":
             raise SystemExit("QUIPKERN_CUDA=1 but torch is not importable; install torch first "
                              "and build with --no-build-isolation") from e
+        print("quipkern: WARNING: torch is not importable in this build environment, so the CUDA "
+              "extension is not built; install torch first and use pip install --no-build-isolation")
         return False
     nvcc = shutil.which("nvcc") or (os.environ.get("CUDA_HOME") and
                                     shutil.which("nvcc", path=os.path.join(os.environ["CUDA_HOME"], "bin")))
