@@ -36,7 +36,7 @@ namespace quipkern {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kPairs = 8;   // pairs of adjacent units whose loads a warp has in flight together
+constexpr int kPairs = 4;   // pairs of adjacent units whose loads a warp has in flight together
 
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t magic) {
   uint32_t r;
