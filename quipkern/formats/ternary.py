@@ -96,20 +96,22 @@ def check_ternary_weight(op, packed, scale, K, device=None, check_data=True):
     return N
 
 
-def unpack_ternary(packed: torch.Tensor, K: int) -> torch.Tensor:
-    """Either ternary layout -> trits int8 (N, K); ValueError on codes no packer writes."""
+def unpack_ternary(packed: torch.Tensor, K: int, check: bool = True) -> torch.Tensor:
+    """Either ternary layout -> trits int8 (N, K).  With check, ValueError on codes no
+    packer writes (a device-to-host sync; the dequantize path skips it so that it can be
+    captured in a CUDA graph, and maps such codes like the kernels do)."""
     op = "unpack_ternary"
     check_tensor(op, "packed", packed, dtypes=(torch.int32, torch.uint8), ndim=2)
     if packed.dtype == torch.int32:
         codes = unpack_2bit(packed)[:, :K]
-        if codes.numel() and int(codes.max()) > 2:
+        if check and codes.numel() and int(codes.max()) > 2:
             raise ValueError(f"{op}: ternary-2bit 'packed' holds code 3, which is not a trit")
         return (codes.to(torch.int8) - 1)
     N = packed.shape[0]
     if packed.shape[1] % BLOCK_BYTES or packed.shape[1] < base3_row_bytes(K):
         raise ValueError(f"{op}: uint8 'packed' of shape {tuple(packed.shape)} cannot hold K={K} trits")
     b = packed.to(torch.int32)
-    if b.numel() and int(b.max()) > 242:
+    if check and b.numel() and int(b.max()) > 242:
         raise ValueError(f"{op}: ternary-base3 'packed' holds a byte > 242 (3^5 - 1), which is not 5 trits")
     nblk = packed.shape[1] // BLOCK_BYTES
     b = b.view(N, nblk, 1, BLOCK_BYTES)
@@ -121,5 +123,5 @@ def dequantize_ternary(packed, scale, K, dtype=torch.float32):
     """Reference dequantization -> (N, K) of `dtype`."""
     check_ternary_weight("dequantize_ternary", packed, scale, K, check_data=False)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
-    t = unpack_ternary(packed, K).to(acc)
+    t = unpack_ternary(packed, K, check=False).to(acc)
     return (t * scale.to(acc).unsqueeze(-1)).to(dtype)
