@@ -32,7 +32,11 @@ __all__ = [
 
 TRITS_PER_BLOCK = 80
 BLOCK_BYTES = 16
-_POW3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32)
+
+
+def _pow3(device) -> torch.Tensor:
+    # made on the device (no host-to-device copy: capturable in a CUDA graph)
+    return 3 ** torch.arange(5, dtype=torch.int32, device=device)
 
 
 def base3_row_bytes(K: int) -> int:
@@ -63,7 +67,7 @@ def pack_ternary_base3(trits: torch.Tensor) -> torch.Tensor:
     codes = torch.ones(N, nblk * TRITS_PER_BLOCK, dtype=torch.int32, device=trits.device)
     codes[:, :K] = trits.to(torch.int32) + 1
     codes = codes.view(N, nblk, 5, BLOCK_BYTES)  # [n, b, i, j] = code of k = 80 b + 16 i + j
-    byte = (codes * _POW3.to(codes.device).view(1, 1, 5, 1)).sum(dim=2)
+    byte = (codes * _pow3(codes.device).view(1, 1, 5, 1)).sum(dim=2)
     return byte.view(N, nblk * BLOCK_BYTES).to(torch.uint8).contiguous()
 
 
@@ -115,7 +119,7 @@ def unpack_ternary(packed: torch.Tensor, K: int, check: bool = True) -> torch.Te
         raise ValueError(f"{op}: ternary-base3 'packed' holds a byte > 242 (3^5 - 1), which is not 5 trits")
     nblk = packed.shape[1] // BLOCK_BYTES
     b = b.view(N, nblk, 1, BLOCK_BYTES)
-    digits = (b // _POW3.to(b.device).view(1, 1, 5, 1)) % 3  # [n, blk, i, j]
+    digits = (b // _pow3(b.device).view(1, 1, 5, 1)) % 3  # [n, blk, i, j]
     return (digits.view(N, nblk * TRITS_PER_BLOCK)[:, :K] - 1).to(torch.int8)
 
 

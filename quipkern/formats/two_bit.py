@@ -33,7 +33,11 @@ K_MULTIPLE = 64  # each row is a whole number of 16-byte vectors
 GROUP_SIZES = (64, 128)  # besides g = K
 SYMMETRIC_ZERO = 1.5
 
-_SHIFTS = torch.arange(0, 32, 2, dtype=torch.int32)
+
+
+def _shifts(device, dtype=torch.int32) -> torch.Tensor:
+    # made on the device (no host-to-device copy: capturable in a CUDA graph)
+    return torch.arange(0, 32, 2, dtype=dtype, device=device)
 
 
 def pack_2bit(codes: torch.Tensor) -> torch.Tensor:
@@ -49,7 +53,7 @@ def pack_2bit(codes: torch.Tensor) -> torch.Tensor:
             f"pack_2bit: codes must lie in [0, 3]; got min {int(codes.min())}, max {int(codes.max())}"
         )
     c = codes.to(torch.int64).view(N, K // CODES_PER_WORD, CODES_PER_WORD)
-    words = (c << _SHIFTS.to(c.device, torch.int64)).sum(dim=-1)  # in [0, 2^32)
+    words = (c << _shifts(c.device, torch.int64)).sum(dim=-1)  # in [0, 2^32)
     words = torch.where(words >= 2**31, words - 2**32, words)  # reinterpret as int32
     return words.to(torch.int32).contiguous()
 
@@ -59,7 +63,7 @@ def unpack_2bit(packed: torch.Tensor) -> torch.Tensor:
     check_tensor("unpack_2bit", "packed", packed, dtypes=(torch.int32,), ndim=2)
     N, W = packed.shape
     # arithmetic shift of a negative word sign-extends, but & 3 keeps only the two bits
-    c = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 3
+    c = (packed.unsqueeze(-1) >> _shifts(packed.device)) & 3
     return c.view(N, W * CODES_PER_WORD).to(torch.uint8)
 
 
