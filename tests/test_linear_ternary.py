@@ -6,8 +6,11 @@ import torch
 
 import quipkern
 
+from quipkern.ops import backend
+from quipkern.reference import linear_ternary as linear_ternary_ref
+
 from .layer_cases import dense_forward, ternary_case, transforms
-from .utils import REL_TOL, rel_err
+from .utils import HAS_CUDA, LAYER_TOL, REL_TOL, kernel_backends, poison_like, rel_err
 
 
 @pytest.mark.parametrize("layout", ["2bit", "base3"])
@@ -71,3 +74,31 @@ def test_bad_inputs():
     (p2, s2), _ = ternary_case(64, 128, "2bit", True)
     with pytest.raises(ValueError, match=r"ternary-2bit\) must have shape \(N, K/16\)"):
         quipkern.linear_ternary(torch.randn(2, 192), p2, s2)
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("linear_ternary"))
+@pytest.mark.parametrize("M", [1, 3, 16, 33])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per_row,tin,tout", [(True, True, True), (False, False, False)])
+def test_kernels_ternary_2bit(name, device, M, dtype, per_row, tin, tout):
+    N, K = (4096, 4096) if HAS_CUDA else (96, 256)
+    (packed, scale), _ = ternary_case(N, K, "2bit", per_row, device)
+    kw = transforms(N, K, tin, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout)
+    why = backend._REGISTRY["linear_ternary"][name].supports(*args)
+    if why:
+        pytest.skip(why)
+    out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
+    backend.implementation("linear_ternary", name)(*args, out=out)
+    ref = linear_ternary_ref(x.double(), packed, scale, bias.double(), *args[4:])
+    assert rel_err(out, ref) < LAYER_TOL[dtype]
+
+
+def test_base3_has_no_kernel_yet():
+    (packed, scale), _ = ternary_case(16, 80, "base3", True)
+    for name in backend.available("linear_ternary"):
+        if name != "reference":
+            assert "ternary-base3" in backend._REGISTRY["linear_ternary"][name].supports(
+                torch.randn(1, 80).half(), packed, scale, None, None, None, None, None, False, False)

@@ -65,4 +65,46 @@ register_linear_autograd(
     lambda x, packed, scale: dequantize_ternary(packed, scale, x.shape[-1], x.dtype),
     n_weight_args=2,
 )
-backend.register("linear_ternary", "reference", _reference)
+
+
+def _reference_impl(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                    out=None):
+    y = _reference(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
+    return y if out is None else out.copy_(y)
+
+
+backend.register("linear_ternary", "reference", _reference_impl)
+
+
+# The ternary-2bit layout is the 2-bit layout with zero point 1 and one scale per row
+# (docs/FORMATS.md), so the 2-bit backends run it (ops/__init__.py imports linear_2bit
+# first, so its backends are registered by now): scales go to float16 (a 2^-11
+# relative rounding, inside half-precision activations' own error), zeros are 1.
+def _as_two_bit(packed, scale):
+    N = packed.shape[0]
+    scales = scale.to(torch.float16).expand(N).reshape(N, 1).contiguous()
+    return scales, torch.ones_like(scales)
+
+
+def _two_bit_backend(name):
+    impl = backend.implementation("linear_2bit", name)
+    supports = backend._REGISTRY["linear_2bit"][name].supports
+
+    def run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out, out=None):
+        scales, zeros = _as_two_bit(packed, scale)
+        return impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                    out=out)
+
+    def can_run(x, packed, scale, bias, *rest):
+        if packed.dtype != torch.int32:
+            return "only the ternary-2bit layout has kernels (ternary-base3 runs on the reference)"
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            return f"float16 / bfloat16 activations only (the scale is rounded to float16); got {x.dtype}"
+        return supports(x, packed, *_as_two_bit(packed, scale), bias, *rest)
+
+    return run, can_run
+
+
+for _name in ("triton", "cuda"):
+    if _name in backend.available("linear_2bit"):
+        backend.register("linear_ternary", _name, *_two_bit_backend(_name))
