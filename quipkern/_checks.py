@@ -9,7 +9,6 @@ from typing import Iterable, Sequence
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def describe(t: object) -> str:

@@ -119,10 +119,6 @@ class TransformSpec:
         h = (1 - 2 * (pop % 2)).to(torch.float64) / self.p**0.5
         return torch.kron(self._q64(), h).to(dtype)
 
-    def flops_per_element(self) -> int:
-        """Multiply-adds + additions per transformed element (for benchmarks)."""
-        return self.log2_p + (self.m if self.m > 1 else 0)
-
 
 @functools.lru_cache(maxsize=None)
 def transform_spec(n: int) -> TransformSpec:
