@@ -498,8 +498,6 @@ Status launch_generic(const RhtParams& p, const Plan& plan, cudaStream_t stream)
 
 }  // namespace
 
-size_t rht_smem_bytes(const RhtParams& p) { return smem_bytes(p, make_plan(p)); }
-
 Status rht_launch(const RhtParams& p, cudaStream_t stream) {
   if (p.rows < 0 || p.n < 1 || p.m < 1 || p.log2_p < 0) return Status::kInvalidArgument;
   if (p.m > kRhtMaxM || p.log2_p > kRhtMaxLog2P || p.n > kRhtMaxRowElems) return Status::kUnsupported;

@@ -37,10 +37,6 @@ constexpr int kRhtMaxM = 64;
 constexpr int kRhtMaxLog2P = 15;       // p <= 32768
 constexpr int kRhtMaxRowElems = 32768; // n <= 32768: the row lives in shared memory
 
-// Bytes of dynamic shared memory the launch for these params needs (for callers that
-// budget shared memory; rht_launch sets the attribute itself).
-size_t rht_smem_bytes(const RhtParams& p);
-
 Status rht_launch(const RhtParams& p, cudaStream_t stream);
 
 }  // namespace quipkern
