@@ -61,7 +61,7 @@ def bench_shape(N, K, Ms, impls):
             layer = variant == "layer"
             args = lambda p, s: (x, p, s, None, None, q_in if layer else None, s_in if layer else None,  # noqa: E731
                                  q_out if layer else None, s_out if layer else None, layer, layer)
-            why = backend._REGISTRY["linear_2bit"][name].supports(*args(*sets[0]))
+            why = backend.why_not("linear_2bit", name, *args(*sets[0]))
             if why:
                 continue
             t = rig.time_graph(lambda p, s: fn(*args(p, s), out=out), sets)

@@ -146,7 +146,7 @@ def test_kernels_against_float64_reference(name, device, M, dtype, case):
     x = torch.randn(M, K, device=device).to(dtype)
     args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
             kw.get("signs_out"), tin, tout)
-    why = backend._REGISTRY["linear_2bit"][name].supports(*args)
+    why = backend.why_not("linear_2bit", name, *args)
     if why:
         pytest.skip(why)
     out = poison_like(torch.empty(M, N, device=device, dtype=dtype))

@@ -87,7 +87,7 @@ def test_kernels_ternary_2bit(name, device, M, dtype, per_row, tin, tout):
     bias = torch.randn(N, device=device).to(dtype)
     x = torch.randn(M, K, device=device).to(dtype)
     args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout)
-    why = backend._REGISTRY["linear_ternary"][name].supports(*args)
+    why = backend.why_not("linear_ternary", name, *args)
     if why:
         pytest.skip(why)
     out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
@@ -100,5 +100,5 @@ def test_base3_has_no_kernel_yet():
     (packed, scale), _ = ternary_case(16, 80, "base3", True)
     for name in backend.available("linear_ternary"):
         if name != "reference":
-            assert "ternary-base3" in backend._REGISTRY["linear_ternary"][name].supports(
-                torch.randn(1, 80).half(), packed, scale, None, None, None, None, None, False, False)
+            assert "ternary-base3" in backend.why_not(
+                "linear_ternary", name, torch.randn(1, 80).half(), packed, scale, None, None, None, None, None, False, False)

@@ -103,6 +103,23 @@ def implementation(op: str, name: str) -> Callable:
                            f"(available: {', '.join(available(op)) or 'none'})") from None
 
 
+def why_not(op: str, name: str, *args) -> str | None:
+    """Why backend `name` cannot run `op` on these arguments (None: it can)."""
+    implementation(op, name)  # raises when the backend has no implementation
+    return _REGISTRY[op][name].supports(*args)
+
+
+def with_out(fn: Callable) -> Callable:
+    """An implementation that can write into a given `out` from one that returns a new
+    tensor (the references)."""
+
+    def impl(*args, out=None):
+        y = fn(*args)
+        return y if out is None else out.copy_(y)
+
+    return impl
+
+
 def dispatch(op: str, device_type: str, *args, **kwargs):
     return choose(op, device_type, *args).fn(*args, **kwargs)
 

@@ -38,12 +38,7 @@ def _(packed, scales, zeros=None, dtype=torch.float16):
     return packed.new_empty((N, K), dtype=dtype)
 
 
-def _reference_impl(packed, scales, zeros, dtype, out=None):
-    w = _reference(packed, scales, zeros, dtype)
-    return w if out is None else out.copy_(w)
-
-
-backend.register("dequantize_2bit", "reference", _reference_impl)
+backend.register("dequantize_2bit", "reference", backend.with_out(_reference))
 if _triton.AVAILABLE:
     from ..triton import linear_2bit as _tl
 

@@ -110,13 +110,7 @@ def composed(matmul):
     return impl
 
 
-def _reference_impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in,
-                    transform_out, out=None):
-    y = _reference(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    return y if out is None else out.copy_(y)
-
-
-backend.register("linear_2bit", "reference", _reference_impl)
+backend.register("linear_2bit", "reference", backend.with_out(_reference))
 
 if _triton.AVAILABLE:
     from ..triton import linear_2bit as _tl

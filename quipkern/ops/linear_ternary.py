@@ -67,13 +67,7 @@ register_linear_autograd(
 )
 
 
-def _reference_impl(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                    out=None):
-    y = _reference(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    return y if out is None else out.copy_(y)
-
-
-backend.register("linear_ternary", "reference", _reference_impl)
+backend.register("linear_ternary", "reference", backend.with_out(_reference))
 
 
 # The ternary-2bit layout is the 2-bit layout with zero point 1 and one scale per row
@@ -88,7 +82,6 @@ def _as_two_bit(packed, scale):
 
 def _two_bit_backend(name):
     impl = backend.implementation("linear_2bit", name)
-    supports = backend._REGISTRY["linear_2bit"][name].supports
 
     def run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out, out=None):
         scales, zeros = _as_two_bit(packed, scale)
@@ -100,7 +93,9 @@ def _two_bit_backend(name):
             return "only the ternary-2bit layout has kernels (ternary-base3 runs on the reference)"
         if x.dtype not in (torch.float16, torch.bfloat16):
             return f"float16 / bfloat16 activations only (the scale is rounded to float16); got {x.dtype}"
-        return supports(x, packed, *_as_two_bit(packed, scale), bias, *rest)
+        # the 2-bit backends decide on x and the weight's shape, not on scale values:
+        # no need to build the float16 scales just to ask
+        return backend.why_not("linear_2bit", name, x, packed, scale.view(-1, 1), None, bias, *rest)
 
     return run, can_run
 

@@ -115,11 +115,6 @@ def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
 # `out` (x's shape and dtype, last dim contiguous) may be x itself.
 
 
-def _reference_impl(x, q, signs_in, signs_out, scale, transpose, out=None):
-    y = _reference(x, q, signs_in, signs_out, scale, transpose)
-    return y if out is None else out.copy_(y)
-
-
 def _cuda_supports(x, q, signs_in, signs_out, scale, transpose):
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"dtype {x.dtype} is not supported by the CUDA kernel (float16, bfloat16, float32)"
@@ -148,7 +143,7 @@ def _cuda(x, q, signs_in, signs_out, scale, transpose, out=None):
     return out
 
 
-backend.register("rht", "reference", _reference_impl)
+backend.register("rht", "reference", backend.with_out(_reference))
 if _triton.AVAILABLE:
     from ..triton import rht as _triton_rht
 
