@@ -20,7 +20,8 @@ import triton.language as tl
 
 __all__ = ["matmul_2bit", "dequantize_2bit", "supports_matmul", "supports_dequantize"]
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from . import INTERPRET as _INTERPRET
+from . import unsupported
 # QUIPKERN_AUTOTUNE=0 skips autotuning (the tests set it: they check values, not speed)
 _AUTOTUNE = os.environ.get("QUIPKERN_AUTOTUNE", "1") != "0" and not _INTERPRET
 
@@ -140,21 +141,11 @@ _matmul_tuned = triton.autotune(
 
 
 def supports_matmul(x, packed, scales, zeros, bias) -> str | None:
-    if x.device.type == "cpu" and not _INTERPRET:
-        return "CPU tensors run in Triton only under TRITON_INTERPRET=1"
-    if x.device.type not in ("cpu", "cuda"):
-        return f"device type {x.device.type} is not supported by Triton here"
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        return f"dtype {x.dtype} is not supported (float16, bfloat16, float32)"
-    return None
+    return unsupported(x.device, x.dtype)
 
 
 def supports_dequantize(packed, scales, zeros, dtype) -> str | None:
-    if packed.device.type == "cpu" and not _INTERPRET:
-        return "CPU tensors run in Triton only under TRITON_INTERPRET=1"
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        return f"output dtype {dtype} is not supported (float16, bfloat16, float32)"
-    return None
+    return unsupported(packed.device, dtype, "output dtype")
 
 
 def matmul_2bit(x2, packed, scales, zeros, bias, out=None):

@@ -23,6 +23,8 @@ import triton.language as tl
 
 import torch
 
+from . import unsupported
+
 __all__ = ["rht", "supports"]
 
 MAX_N = 32768
@@ -121,14 +123,9 @@ def _chunks(log_p: int) -> tuple[int, int, int]:
 
 
 def supports(x, q, signs_in, signs_out, scale, transpose) -> str | None:
-    import os
-
-    if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "CPU tensors run in Triton only under TRITON_INTERPRET=1"
-    if x.device.type not in ("cpu", "cuda"):
-        return f"device type {x.device.type} is not supported by Triton here"
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        return f"dtype {x.dtype} is not supported (float16, bfloat16, float32)"
+    why = unsupported(x.device, x.dtype)
+    if why:
+        return why
     if x.shape[-1] > MAX_N:
         return f"width {x.shape[-1]} exceeds {MAX_N}"
     return None
