@@ -195,13 +195,14 @@ def quantize_model(model: nn.Module, config: QuantConfig | None = None, calibrat
     for i, (name, lin) in enumerate(chosen.items()):
         H = hessians.get(name)
         W = lin.weight.detach().double()
+        layer = config.make_empty(lin)  # the one place that maps the config to layer arguments
+        layer.init_signs(config.seed + i)
         if config.format == "2bit":
-            layer = QuipLinear.from_linear(lin, group_size=config.group_size, asymmetric=config.asymmetric,
-                                           transform=config.transform, method=config.method, hessian=H,
-                                           damp=config.damp, rank=config.rank, seed=config.seed + i)
+            layer.quantize_(lin.weight, H, config.method, config.damp)
         else:
-            layer = TernaryLinear.from_linear(lin, layout=config.layout, per_row=config.per_row,
-                                              transform=config.transform, seed=config.seed + i)
+            layer.quantize_(lin.weight)
+        if lin.bias is not None:
+            layer.bias.data.copy_(lin.bias.detach())
         D = layer.dequantize(torch.float64) - W
         proxy = None
         if H is not None:
