@@ -43,24 +43,30 @@ const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x
   return s->data_ptr<uint8_t>();
 }
 
-// out = scale · S_out · T · S_in · x for 2-D x and out of shape (rows, n); out may be x.
+// out = scale · S_out · T · S_in · x for 2-D x (rows, n_in) and out (rows, n_out) with
+// n_in, n_out <= n, the transform width (x zero-padded, out trimmed); out may be x.
 void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std::optional<at::Tensor>& signs_in,
-              const std::optional<at::Tensor>& signs_out, double scale, bool transpose, at::Tensor& out) {
+              const std::optional<at::Tensor>& signs_out, double scale, bool transpose, int64_t n, at::Tensor& out) {
   const char* op = "_rht_cuda";
   TORCH_CHECK(x.is_cuda(), op, ": 'x' must be a CUDA tensor; got ", x.device());
   check_cuda(out, x, op, "out");
   TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1, op,
-              ": 'x' must be 2-D (rows, n) with a contiguous last dim; got ", x.sizes(), " strides ", x.strides());
-  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.sizes() == x.sizes() && out.stride(1) == 1, op,
-              ": 'out' must match x in shape and dtype, with a contiguous last dim");
-  const int64_t n = x.size(1);
+              ": 'x' must be 2-D (rows, n_in) with a contiguous last dim; got ", x.sizes(), " strides ", x.strides());
+  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == x.size(0) &&
+              out.size(1) > 0 && out.stride(1) == 1, op,
+              ": 'out' must be 2-D (rows, n_out) in x's dtype with x's rows and a contiguous last dim; got ",
+              out.sizes(), " ", out.scalar_type());
   TORCH_CHECK(n <= quipkern::kRhtMaxRowElems, op, ": n=", n, " exceeds ", quipkern::kRhtMaxRowElems);
+  TORCH_CHECK(x.size(1) <= n && out.size(1) <= n, op, ": x has ", x.size(1), " and out ", out.size(1),
+              " columns; both must be at most the transform width n=", n);
   quipkern::RhtParams p;
   p.x = x.data_ptr();
   p.y = out.data_ptr();
   p.rows = x.size(0);
-  p.x_row_stride = x.size(0) > 1 ? x.stride(0) : n;
-  p.y_row_stride = out.size(0) > 1 ? out.stride(0) : n;
+  p.n_in = int(x.size(1));
+  p.n_out = int(out.size(1));
+  p.x_row_stride = x.size(0) > 1 ? x.stride(0) : x.size(1);
+  p.y_row_stride = out.size(0) > 1 ? out.stride(0) : out.size(1);
   p.n = int(n);
   p.m = 1;
   if (q) {
@@ -137,7 +143,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
 
 TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_rht_cuda(Tensor x, Tensor? q, Tensor? signs_in, Tensor? signs_out, float scale, bool transpose, "
-        "Tensor(a!) out) -> ()");
+        "int n, Tensor(a!) out) -> ()");
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
         "Tensor(a!) out) -> ()");
 }

@@ -21,6 +21,7 @@
 //
 // Every global read of a tile happens in pass 0, before the first __syncthreads and
 // before any global write, and blocks own disjoint rows: so y may alias x (in-place).
+// Padded widths: reads stop at n_in (the rest of the row is zeros), writes at n_out.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -112,7 +113,11 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
         const int r = int((uint64_t(base) * magic_n) >> 32), col = base - r * p.n;
         const T* src = static_cast<const T*>(p.x) + (row0 + r) * p.x_row_stride + col;
         constexpr int kPerVec = 16 / sizeof(T);
-        if constexpr (kVec && kCnt >= kPerVec) {
+        if (col + kCnt > p.n_in) {  // the group reaches into the zero padding
+#pragma unroll
+          for (int t = 0; t < kCnt; ++t)
+            v[j * kCnt + t] = col + t < p.n_in ? apply_sign(Cvt<T>::load(src[t]), p.signs_in, col + t) : 0.f;
+        } else if constexpr (kVec && kCnt >= kPerVec) {
 #pragma unroll
           for (int c = 0; c < kCnt; c += kPerVec) {
             const uint4 raw = *reinterpret_cast<const uint4*>(src + c);
@@ -143,7 +148,7 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
 #pragma unroll
         for (int t = 0; t < kCnt; ++t) {
           const int col = col0 + (t << lo);
-          dst[col] = Cvt<T>::store(apply_sign(v[j * kCnt + t] * post, p.signs_out, col));
+          if (col < p.n_out) dst[col] = Cvt<T>::store(apply_sign(v[j * kCnt + t] * post, p.signs_out, col));
         }
       } else {
 #pragma unroll
@@ -212,11 +217,8 @@ __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
     T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
 #pragma unroll
     for (int u = 0; u < kQChunk; ++u) {
-      const int a = chunk * kQChunk + u;
-      if (a < p.m) {
-        const int col = a * P + b;
-        dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
-      }
+      const int a = chunk * kQChunk + u, col = a * P + b;
+      if (a < p.m && col < p.n_out) dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
     }
   }
 }
@@ -296,7 +298,7 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
         const int b = base[u] + (i << kLo);
         float r = v[u * kGS + i] * post;
         if (p.signs_out != nullptr) r = xor_sign(r, (__ldg(p.signs_out + ((col0 + b) >> 3)) >> ((col0 + b) & 7)) & 1u);
-        dst[b] = Cvt<T>::store(r);
+        if (col0 + b < p.n_out) dst[b] = Cvt<T>::store(r);
       }
   } else {
 #pragma unroll
@@ -335,14 +337,20 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   // pass 0: 32 contiguous elements
   float v[kMainValues];
   if (active) {
-    const T* src = static_cast<const T*>(p.x) + row * p.x_row_stride + col0 + kMainValues * t;
+    const int c0 = col0 + kMainValues * t;
+    const T* src = static_cast<const T*>(p.x) + row * p.x_row_stride + c0;
     constexpr int kPerVec = 16 / sizeof(T);
+    if (c0 + kMainValues <= p.n_in) {
 #pragma unroll
-    for (int c = 0; c < kMainValues; c += kPerVec) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src + c));
-      const T* e = reinterpret_cast<const T*>(&raw);
+      for (int c = 0; c < kMainValues; c += kPerVec) {
+        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src + c));
+        const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-      for (int u = 0; u < kPerVec; ++u) v[c + u] = Cvt<T>::load(e[u]);
+        for (int u = 0; u < kPerVec; ++u) v[c + u] = Cvt<T>::load(e[u]);
+      }
+    } else {  // the zero padding of a padded width
+#pragma unroll
+      for (int i = 0; i < kMainValues; ++i) v[i] = c0 + i < p.n_in ? Cvt<T>::load(src[i]) : 0.f;
     }
     if (p.signs_in != nullptr) {
       const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(p.signs_in) + ((col0 + kMainValues * t) >> 5));
@@ -360,11 +368,9 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
 #pragma unroll
       for (int i = 0; i < kMainValues; ++i) {
         float r = v[i] * post;
-        if (p.signs_out != nullptr) {
-          const int c = col0 + kMainValues * t + i;
-          r = xor_sign(r, (__ldg(p.signs_out + (c >> 3)) >> (c & 7)) & 1u);
-        }
-        dst[i] = Cvt<T>::store(r);
+        const int c = col0 + kMainValues * t + i;
+        if (p.signs_out != nullptr) r = xor_sign(r, (__ldg(p.signs_out + (c >> 3)) >> (c & 7)) & 1u);
+        if (c < p.n_out) dst[i] = Cvt<T>::store(r);
       }
     }
     return;
@@ -403,11 +409,8 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
     T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
 #pragma unroll
     for (int u = 0; u < kQChunk; ++u) {
-      const int aa = chunk * kQChunk + u;
-      if (aa < m) {
-        const int col = aa * kP + b;
-        dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
-      }
+      const int aa = chunk * kQChunk + u, col = aa * kP + b;
+      if (aa < m && col < p.n_out) dst[col] = Cvt<T>::store(apply_sign(acc[u] * post, p.signs_out, col));
     }
   }
 }
@@ -505,13 +508,18 @@ Status rht_launch(const RhtParams& p, cudaStream_t stream) {
   if (p.m > 1 && p.q == nullptr) return Status::kInvalidArgument;
   if (p.rows == 0) return Status::kOk;
   if (p.x == nullptr || p.y == nullptr) return Status::kInvalidArgument;
-  if (p.x_row_stride < p.n || p.y_row_stride < p.n) return Status::kInvalidArgument;
-  if (p.x == p.y && p.x_row_stride != p.y_row_stride) return Status::kInvalidArgument;
-  const Plan plan = make_plan(p);
-  switch (p.dtype) {
-    case DType::kF16: return launch_typed<__half>(p, plan, stream);
-    case DType::kBF16: return launch_typed<__nv_bfloat16>(p, plan, stream);
-    case DType::kF32: return launch_typed<float>(p, plan, stream);
+  RhtParams q = p;
+  if (q.n_in == 0) q.n_in = q.n;
+  if (q.n_out == 0) q.n_out = q.n;
+  if (q.n_in < 1 || q.n_in > q.n || q.n_out < 1 || q.n_out > q.n) return Status::kInvalidArgument;
+  if (q.x_row_stride < q.n_in || q.y_row_stride < q.n_out) return Status::kInvalidArgument;
+  if (q.x == q.y && (q.x_row_stride != q.y_row_stride || q.n_in != q.n || q.n_out != q.n))
+    return Status::kInvalidArgument;
+  const Plan plan = make_plan(q);
+  switch (q.dtype) {
+    case DType::kF16: return launch_typed<__half>(q, plan, stream);
+    case DType::kBF16: return launch_typed<__nv_bfloat16>(q, plan, stream);
+    case DType::kF32: return launch_typed<float>(q, plan, stream);
   }
   return Status::kUnsupported;
 }

@@ -11,6 +11,11 @@ factor, against log2(p) additions in the butterfly part.
 
 Index convention: element i of a row is (a, b) = divmod(i, p): the row is viewed as an
 m × p matrix X (row-major) and T_n x = vec(Q_m · X · H_p) / sqrt(p).
+
+Widths with no such transform (odd part > MAX_DENSE_M, e.g. Falcon's 4544 = 71·64) are
+padded: width_plan(n) picks the smallest width n' >= n that has one; activations are
+zero-padded to n' on the fly, weights once at quantization time, and outputs trimmed
+back to n (docs/FORMATS.md, "Widths without a cheap transform").
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ __all__ = [
     "TransformSpec",
     "transform_spec",
     "random_orthogonal",
+    "WidthPlan",
+    "width_plan",
 ]
 
 # Largest dense factor.  Beyond it the m-term dot products per element outweigh the
@@ -145,3 +152,63 @@ def transform_spec(n: int) -> TransformSpec:
         f"transform_spec: width {n} = {o}·2^{e} has an odd part {o} > MAX_DENSE_M={MAX_DENSE_M}; "
         f"no cheap orthogonal transform of this width is supported"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthPlan:
+    """How a layer width n is transformed: the transform of width `padded` >= n, applied
+    to the vector zero-padded to `padded` (nothing is padded when padded == n)."""
+
+    n: int
+    padded: int
+    spec: TransformSpec | None  # None: no transform (the layer has transform=False)
+
+    @property
+    def pad(self) -> int:
+        return self.padded - self.n
+
+    @property
+    def extra_fraction(self) -> float:
+        """Extra weight bytes and activation traffic from the padding, over the unpadded."""
+        return self.padded / self.n - 1.0
+
+    @property
+    def ops_per_element(self) -> int:
+        """Arithmetic of the transform per (padded) element: m multiply-adds in the
+        dense factor (when m > 1) plus log2(p) additions in the butterflies."""
+        if self.spec is None:
+            return 0
+        return (self.spec.m if self.spec.m > 1 else 0) + self.spec.log2_p
+
+    def describe(self) -> str:
+        if self.spec is None:
+            t = "no transform"
+        else:
+            q = "" if self.spec.m == 1 else (
+                f"H_{self.spec.m} ⊗ " if self.spec.kind == "hadamard" else f"random orthogonal Q_{self.spec.m} ⊗ ")
+            t = f"{q}H_{self.spec.p}"
+        pad = "not padded" if self.pad == 0 else f"padded {self.n} -> {self.padded} (+{100 * self.extra_fraction:.2f}%)"
+        return f"width {self.n}: {t}, {pad}, {self.ops_per_element} ops/element"
+
+
+@functools.lru_cache(maxsize=None)
+def width_plan(n: int, multiple_of: int = 1, transform: bool = True) -> WidthPlan:
+    """The transform and padded width quipkern uses for a layer width n.
+
+    Rule: if n is a multiple of `multiple_of` (a power of two: what a weight format needs,
+    64 for 2-bit in-features) and transform_spec(n) exists, n is used as is.  Otherwise
+    the smallest n' >= n that is a multiple of `multiple_of` and has a transform_spec.
+    With transform=False only the format's multiple matters.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"width_plan: width n must be a positive int, got {n!r}")
+    if multiple_of < 1 or multiple_of & (multiple_of - 1):
+        raise ValueError(f"width_plan: multiple_of must be a power of two, got {multiple_of!r}")
+    padded = -(-n // multiple_of) * multiple_of
+    if not transform:
+        return WidthPlan(n=n, padded=padded, spec=None)
+    while True:  # ends at the next power of two at the latest
+        try:
+            return WidthPlan(n=n, padded=padded, spec=transform_spec(padded))
+        except ValueError:
+            padded += multiple_of

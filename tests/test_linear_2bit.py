@@ -98,7 +98,7 @@ def _misaligned(t):
 
 
 BAD = [
-    (dict(x=torch.randn(2, 100)), ValueError, r"last dim of 'x' must equal the weight's in_features K=128"),
+    (dict(x=torch.randn(2, 100)), ValueError, r"last dim of 'x' must equal in_features=128"),
     (dict(x=torch.randn(2, 128, dtype=torch.float64).to(torch.int32)), TypeError, "'x' must have dtype"),
     (dict(bias=torch.randn(95)), ValueError, r"'bias' must have shape \(96\)"),
     (dict(bias=torch.randn(96).half()), TypeError, "'bias' must have dtype"),

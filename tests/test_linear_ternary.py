@@ -72,8 +72,10 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="'packed' must have dtype torch.int32 or torch.uint8"):
         quipkern.linear_ternary(x, packed.to(torch.int16), scale)
     (p2, s2), _ = ternary_case(64, 128, "2bit", True)
-    with pytest.raises(ValueError, match=r"ternary-2bit\) must have shape \(N, K/16\)"):
+    with pytest.raises(ValueError, match=r"last dim of 'x' must equal in_features=128; got shape \(2, 192\)"):
         quipkern.linear_ternary(torch.randn(2, 192), p2, s2)
+    with pytest.raises(ValueError, match=r"ternary-2bit\) must have shape \(N, K/16\)"):
+        quipkern.linear_ternary(torch.randn(2, 100), p2, s2, K=100)
 
 
 @pytest.mark.parametrize("name,device", kernel_backends("linear_ternary"))
@@ -86,7 +88,8 @@ def test_kernels_ternary_2bit(name, device, M, dtype, per_row, tin, tout):
     kw = transforms(N, K, tin, tout, device)
     bias = torch.randn(N, device=device).to(dtype)
     x = torch.randn(M, K, device=device).to(dtype)
-    args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout)
+    args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout,
+            K, N, K)
     why = backend.why_not("linear_ternary", name, *args)
     if why:
         pytest.skip(why)

@@ -46,7 +46,7 @@ def make_case(n, dtype, device, rows=5, signs=True):
 def check_backend(name, device, n, dtype, transpose=False, rows=5, scale=1.5):
     x, q, si, so = make_case(n, dtype, device, rows)
     out = poison_like(x)
-    res = backend.implementation("rht", name)(x, q, si, so, scale, transpose, out=out)
+    res = backend.implementation("rht", name)(x, q, si, so, scale, transpose, n, n, out=out)
     assert res is out
     ref = rht_ref(x.double(), None if q is None else q.double(), si, so, scale, transpose)
     err = rel_err(out, ref)
@@ -78,10 +78,10 @@ def test_kernel_strided_and_batched(name, device):
     big = torch.randn(6, n + 40, device=device)
     x = big[:, 8 : 8 + n]  # rows strided by n + 40, not 16-byte aligned starts
     ref = rht_ref(x.double().cpu(), q.double().cpu())
-    assert rel_err(fn(x, q, None, None, 1.0, False), ref) < REL_TOL[torch.float32]
+    assert rel_err(fn(x, q, None, None, 1.0, False, n, n), ref) < REL_TOL[torch.float32]
     x3 = torch.randn(4, 3, n, device=device).transpose(0, 1)  # leading dims not flattenable
     ref3 = rht_ref(x3.double().cpu(), q.double().cpu())
-    assert rel_err(fn(x3, q, None, None, 1.0, False), ref3) < REL_TOL[torch.float32]
+    assert rel_err(fn(x3, q, None, None, 1.0, False, n, n), ref3) < REL_TOL[torch.float32]
 
 
 @pytest.mark.parametrize("name,device", kernel_backends("rht"))

@@ -23,22 +23,22 @@ __all__ = ["QuipLinear"]
 class QuipLinear(TransformedLinear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, group_size: int = 128,
                  asymmetric: bool = False, transform: bool = True, rank: int = 0, device=None, dtype=None):
-        if in_features % K_MULTIPLE:
-            raise ValueError(f"QuipLinear: in_features={in_features} is not a multiple of {K_MULTIPLE}, "
-                             f"which the 2-bit format needs (docs/FORMATS.md)")
-        g = in_features if group_size in (None, 0, -1) else group_size
-        if g != in_features and (g not in GROUP_SIZES or in_features % g):
-            raise ValueError(f"QuipLinear: group_size={group_size} must be one of {GROUP_SIZES} dividing "
-                             f"in_features={in_features}, or -1 for one scale per row")
+        per_row = group_size in (None, 0, -1)
+        if not per_row and group_size not in GROUP_SIZES:
+            raise ValueError(f"QuipLinear: group_size={group_size} must be one of {GROUP_SIZES}, "
+                             f"or -1 for one scale per row")
         if rank < 0 or rank > min(in_features, out_features):
             raise ValueError(f"QuipLinear: rank={rank} must be in [0, {min(in_features, out_features)}]")
-        super().__init__(in_features, out_features, bias, transform, device, dtype)
+        # K is padded to a multiple of the group size (and of the format's K_MULTIPLE)
+        super().__init__(in_features, out_features, bias, transform, device, dtype,
+                         in_multiple=K_MULTIPLE if per_row else max(K_MULTIPLE, group_size))
+        N, K = self.padded_out_features, self.padded_in_features
+        g = K if per_row else group_size
         self.group_size, self.asymmetric, self.rank = g, asymmetric, rank
-        G = in_features // g
-        self._format_buffer("packed", torch.zeros(out_features, in_features // 16, dtype=torch.int32, device=device))
-        self._format_buffer("scales", torch.ones(out_features, G, dtype=torch.float16, device=device))
-        self._format_buffer("zeros", torch.zeros(out_features, G, dtype=torch.float16, device=device)
-                            if asymmetric else None)
+        G = K // g
+        self._format_buffer("packed", torch.zeros(N, K // 16, dtype=torch.int32, device=device))
+        self._format_buffer("scales", torch.ones(N, G, dtype=torch.float16, device=device))
+        self._format_buffer("zeros", torch.zeros(N, G, dtype=torch.float16, device=device) if asymmetric else None)
         if rank:
             self.lora_L = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=dtype))
             self.lora_R = nn.Parameter(torch.zeros(rank, in_features, device=device, dtype=dtype))
@@ -50,7 +50,7 @@ class QuipLinear(TransformedLinear):
         return y
 
     def quantized_weight(self, dtype=torch.float64) -> torch.Tensor:
-        """Ŵ in the transformed space (N, K)."""
+        """Ŵ in the transformed space (N, K): padded widths (padded_out_features, padded_in_features)."""
         return dequantize_2bit(self.packed, self.scales, self.zeros, dtype)
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -70,6 +70,7 @@ class QuipLinear(TransformedLinear):
             raise ValueError(f"QuipLinear.quantize_: method must be 'rtn' or 'ldlq'; got {method!r}")
         if method == "ldlq" and hessian is None:
             raise ValueError("QuipLinear.quantize_: method 'ldlq' needs the proxy Hessian of the inputs")
+        self._check_matrix("W", W, (self.out_features, self.in_features))
         W = W.detach().double().to(self.packed.device)
         Ht = None if hessian is None else self.hessian_to_transformed(hessian.to(W.device))
         lowrank = torch.zeros_like(W)

@@ -27,29 +27,31 @@ class TernaryLinear(TransformedLinear):
                  per_row: bool = True, transform: bool = False, device=None, dtype=None):
         if layout not in ("base3", "2bit"):
             raise ValueError(f"TernaryLinear: layout must be 'base3' or '2bit'; got {layout!r}")
-        if layout == "2bit" and in_features % K_MULTIPLE:
-            raise ValueError(f"TernaryLinear: layout '2bit' needs in_features % {K_MULTIPLE} == 0; "
-                             f"got {in_features} (use layout 'base3')")
-        super().__init__(in_features, out_features, bias, transform, device, dtype)
+        # ternary-2bit pads K to its K_MULTIPLE; base-3 takes any K
+        super().__init__(in_features, out_features, bias, transform, device, dtype,
+                         in_multiple=K_MULTIPLE if layout == "2bit" else 1)
         self.layout, self.per_row = layout, per_row
-        shape = (out_features, in_features // 16) if layout == "2bit" else (out_features, base3_row_bytes(in_features))
+        N, K = self.padded_out_features, self.padded_in_features
+        shape = (N, K // 16) if layout == "2bit" else (N, base3_row_bytes(K))
         packed = torch.zeros(shape, dtype=torch.int32 if layout == "2bit" else torch.uint8, device=device)
         if layout == "base3":
             packed.fill_(121)  # all-zero trits
         else:
             packed.fill_(0x55555555)
         self._format_buffer("packed", packed)
-        self._format_buffer("scale", torch.ones(out_features if per_row else 1, dtype=torch.float32, device=device))
+        self._format_buffer("scale", torch.ones(N if per_row else 1, dtype=torch.float32, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear_ternary(x, self.packed, self.scale, self._bias_for(x), *self._transform_args())
+        return linear_ternary(x, self.packed, self.scale, self._bias_for(x), *self._transform_args(),
+                              self.padded_in_features)
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        Wt = dequantize_ternary(self.packed, self.scale, self.in_features, torch.float64)
+        Wt = dequantize_ternary(self.packed, self.scale, self.padded_in_features, torch.float64)
         return self.weight_from_transformed(Wt).to(dtype or (self.bias.dtype if self.bias is not None else torch.float32))
 
     @torch.no_grad()
     def quantize_(self, W: torch.Tensor) -> None:
+        self._check_matrix("W", W, (self.out_features, self.in_features))
         trits, scale = absmean_ternary(self.weight_to_transformed(W.detach().double().to(self.packed.device)),
                                        self.per_row)
         self.packed.copy_(pack_ternary_2bit(trits) if self.layout == "2bit" else pack_ternary_base3(trits))

@@ -7,7 +7,10 @@ packed, scales, zeros: the 2-bit weight of docs/FORMATS.md ("2-bit weights"), Ŵ
 bias: None or (N,) in x's dtype or float32.
 q_in, signs_in (width K) and q_out, signs_out (width N): the transforms, used only when
 transform_in / transform_out is set (see ops/rht.py for their form).
-Returns (..., N) in x's dtype.  Differentiable in x and bias; the weight is frozen.
+in_features, out_features: the layer's sizes when the weight is padded (docs/FORMATS.md,
+"Widths without a cheap transform"; -1: K and N): x is (..., in_features) and is
+zero-padded to K, the result is cut to out_features, bias is (out_features,).
+Returns (..., out_features) in x's dtype.  Differentiable in x and bias; the weight is frozen.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ __all__ = ["linear_2bit"]
 
 
 def _check(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out,
-           transform_in, transform_out, check_data):
+           transform_in, transform_out, in_features, out_features, check_data):
     op = "linear_2bit"
     check_x(op, x)
     N, K, _ = check_2bit_weight(op, packed, scales, zeros, x.device, check_data)
-    check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    return N
+    return check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                            in_features, out_features)
 
 
 @torch.library.custom_op("quipkern::linear_2bit", mutates_args=())
@@ -50,19 +53,21 @@ def linear_2bit(
     signs_out: Optional[torch.Tensor] = None,
     transform_in: bool = False,
     transform_out: bool = False,
+    in_features: int = -1,
+    out_features: int = -1,
 ) -> torch.Tensor:
     args = (x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    N = _check(*args, True)
+    N = _check(*args, in_features, out_features, True)
     if x.numel() == 0:
         return x.new_empty((*x.shape[:-1], N))
-    return backend.dispatch("linear_2bit", x.device.type, *args)
+    return backend.dispatch("linear_2bit", x.device.type, *args, in_features, N)
 
 
 @linear_2bit.register_fake
 def _(x, packed, scales, zeros=None, bias=None, q_in=None, signs_in=None, q_out=None,
-      signs_out=None, transform_in=False, transform_out=False):
+      signs_out=None, transform_in=False, transform_out=False, in_features=-1, out_features=-1):
     N = _check(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out,
-               transform_in, transform_out, False)
+               transform_in, transform_out, in_features, out_features, False)
     return x.new_empty((*x.shape[:-1], N))
 
 
@@ -86,23 +91,28 @@ def _rows(x):
 
 def composed(matmul):
     """A backend implementation of linear_2bit from `matmul(x2, packed, scales, zeros, bias, out)`
-    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias): the transforms run through the rht op's dispatch."""
+    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias): the transforms run through the rht op's dispatch,
+    which also zero-pads x to K and cuts the output to out_features for padded layers."""
 
     def impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-             out=None):
-        N, K = packed.shape[0], x.shape[-1]
-        x2 = x.reshape(-1, K)
+             in_features=-1, out_features=-1, out=None):
+        N, K, k_in = packed.shape[0], packed.shape[1] * 16, x.shape[-1]
+        n_out = N if out_features == -1 else out_features
+        x2 = x.reshape(-1, k_in)
         if transform_in:
-            x2 = backend.dispatch("rht", x.device.type, x2, q_in, signs_in, None, 1.0, False)
+            x2 = backend.dispatch("rht", x.device.type, x2, q_in, signs_in, None, 1.0, False, K, K)
+        elif k_in < K:
+            x2 = torch.nn.functional.pad(x2, (0, K - k_in))
         if out is None:
-            out = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
-        out2 = out.view(-1, N)
-        fused_bias = bias if bias is not None and bias.dtype == x.dtype and not transform_out else None
-        y = matmul(x2, packed, scales, zeros, fused_bias, None if transform_out else out2)
+            out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device=x.device)
+        out2 = out.view(-1, n_out)
+        direct = not transform_out and n_out == N  # the matmul can write the result itself
+        fused_bias = bias if bias is not None and bias.dtype == x.dtype and direct else None
+        y = matmul(x2, packed, scales, zeros, fused_bias, out2 if direct else None)
         if transform_out:
-            y = backend.dispatch("rht", x.device.type, y, q_out, None, signs_out, 1.0, True, out=out2)
+            y = backend.dispatch("rht", x.device.type, y, q_out, None, signs_out, 1.0, True, N, n_out, out=out2)
         elif y is not out2:
-            out2.copy_(y)
+            out2.copy_(y[:, :n_out])
         if bias is not None and fused_bias is None:
             out2.add_(bias)
         return out

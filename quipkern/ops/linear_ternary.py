@@ -3,8 +3,10 @@
     y = S_out · T_outᵀ · (Ŵ · (T_in · S_in · x)) + bias,   Ŵ = scale · trits
 
 packed: int32 (N, K/16) for ternary-2bit or uint8 (N, 16·ceil(K/80)) for ternary-base3
-(docs/FORMATS.md, "Ternary weights"); scale float32 (N,) or (1,).  Everything else as
-in ops/linear_2bit.py.
+(docs/FORMATS.md, "Ternary weights"); scale float32 (N,) or (1,).  K: the weight's
+in-dimension, needed only for a padded ternary-base3 weight (whose byte count rounds K
+up to 80; -1: in_features for base-3, packed.shape[1]·16 for 2-bit).  Everything else
+as in ops/linear_2bit.py.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ from .transformed_linear import check_layer_args, check_x, register_linear_autog
 __all__ = ["linear_ternary"]
 
 
+def weight_k(x, packed, in_features, K) -> int:
+    """The weight's in-dimension given the op's arguments."""
+    if K != -1:
+        return K
+    if packed.dtype == torch.int32 and packed.dim() == 2:
+        return packed.shape[1] * 16
+    return x.shape[-1] if in_features == -1 else in_features
+
+
 def _check(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-           check_data):
+           in_features, out_features, K, check_data):
     op = "linear_ternary"
     check_x(op, x)
-    K = x.shape[-1]
+    K = weight_k(x, packed, in_features, K)
+    if K < 1:
+        raise ValueError(f"{op}: K={K} must be >= 1 (or -1)")
     N = check_ternary_weight(op, packed, scale, K, x.device, check_data)
-    check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    return N
+    return check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                            in_features, out_features)
 
 
 @torch.library.custom_op("quipkern::linear_ternary", mutates_args=())
@@ -44,25 +57,29 @@ def linear_ternary(
     signs_out: Optional[torch.Tensor] = None,
     transform_in: bool = False,
     transform_out: bool = False,
+    in_features: int = -1,
+    out_features: int = -1,
+    K: int = -1,
 ) -> torch.Tensor:
     args = (x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out)
-    N = _check(*args, True)
+    N = _check(*args, in_features, out_features, K, True)
     if x.numel() == 0:
         return x.new_empty((*x.shape[:-1], N))
-    return backend.dispatch("linear_ternary", x.device.type, *args)
+    return backend.dispatch("linear_ternary", x.device.type, *args, x.shape[-1], N,
+                            weight_k(x, packed, in_features, K))
 
 
 @linear_ternary.register_fake
 def _(x, packed, scale, bias=None, q_in=None, signs_in=None, q_out=None, signs_out=None,
-      transform_in=False, transform_out=False):
+      transform_in=False, transform_out=False, in_features=-1, out_features=-1, K=-1):
     N = _check(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in,
-               transform_out, False)
+               transform_out, in_features, out_features, K, False)
     return x.new_empty((*x.shape[:-1], N))
 
 
 register_linear_autograd(
     linear_ternary,
-    lambda x, packed, scale: dequantize_ternary(packed, scale, x.shape[-1], x.dtype),
+    lambda x, packed, scale, K: dequantize_ternary(packed, scale, weight_k(x, packed, -1, K), x.dtype),
     n_weight_args=2,
 )
 
@@ -83,12 +100,14 @@ def _as_two_bit(packed, scale):
 def _two_bit_backend(name):
     impl = backend.implementation("linear_2bit", name)
 
-    def run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out, out=None):
+    def run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+            in_features, out_features, K, out=None):
         scales, zeros = _as_two_bit(packed, scale)
         return impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                    out=out)
+                    in_features, out_features, out=out)
 
     def can_run(x, packed, scale, bias, *rest):
+        rest = rest[:-1]  # K: the 2-bit backends read it off 'packed'
         if packed.dtype != torch.int32:
             return "only the ternary-2bit layout has kernels (ternary-base3 runs on the reference)"
         if x.dtype not in (torch.float16, torch.bfloat16):

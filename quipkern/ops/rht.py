@@ -2,12 +2,15 @@
 
     y = scale · S_out · T · S_in · x          (Tᵀ when transpose=True)
 
-x: (..., n) float16 / bfloat16 / float32 / float64, last dim contiguous.
+x: (..., n_in) float16 / bfloat16 / float32 / float64, last dim contiguous.
+n: the transform width (-1: n_in).  A padded width (docs/FORMATS.md, "Widths without a
+   cheap transform") has n > n_in: x is read as if zero-padded to n.
+n_out: how many leading outputs to keep, 1 <= n_out <= n (-1: n).
 q: None (n = 2^k) or the orthonormal (m, m) factor, float32 or float64, n = m · 2^k.
 signs_in, signs_out: None or uint8 bitmasks of ceil(n/8) bytes (formats/signs.py).
-rht returns a new contiguous tensor of x's shape and dtype; it is differentiable in x
-(the backward is the transposed transform with the sign vectors swapped).  rht_ writes
-the result into x in place.
+rht returns a new contiguous tensor (..., n_out) in x's dtype; it is differentiable in x
+(the backward is the transposed transform with the sign vectors swapped and n_in/n_out
+exchanged).  rht_ writes the result into x in place (no padding).
 """
 
 from __future__ import annotations
@@ -46,13 +49,21 @@ def check_transform(op: str, n: int, q_name: str, q, signs: list, device, width_
     return m
 
 
-def check_rht_args(x, q, signs_in, signs_out, scale, transpose) -> None:
-    op = "rht"
+def check_rht_args(x, q, signs_in, signs_out, scale, transpose, n=-1, n_out=-1, op="rht") -> tuple[int, int]:
+    """Validate the arguments; returns (n, n_out) with the defaults resolved."""
     check_tensor(op, "x", x, dtypes=FLOAT_DTYPES, min_ndim=1, last_dim_contiguous=True)
     if x.shape[-1] == 0:
-        raise ValueError(f"rht: 'x' must have a non-empty last dimension; got shape {tuple(x.shape)}")
-    check_transform(op, x.shape[-1], "q", q, [("signs_in", signs_in), ("signs_out", signs_out)],
-                    x.device, "the last dim of 'x'")
+        raise ValueError(f"{op}: 'x' must have a non-empty last dimension; got shape {tuple(x.shape)}")
+    n = x.shape[-1] if n == -1 else n
+    n_out = n if n_out == -1 else n_out
+    if n < x.shape[-1]:
+        raise ValueError(f"{op}: the transform width n={n} must be at least the last dim of 'x' "
+                         f"(shape {tuple(x.shape)}); x is zero-padded up to n, never cut")
+    if not 1 <= n_out <= n:
+        raise ValueError(f"{op}: n_out={n_out} must be in [1, n={n}] (or -1 for n)")
+    check_transform(op, n, "q", q, [("signs_in", signs_in), ("signs_out", signs_out)], x.device,
+                    "the last dim of 'x'" if n == x.shape[-1] else "the transform width n")
+    return n, n_out
 
 
 @torch.library.custom_op("quipkern::rht", mutates_args=())
@@ -63,29 +74,34 @@ def rht(
     signs_out: Optional[torch.Tensor] = None,
     scale: float = 1.0,
     transpose: bool = False,
+    n: int = -1,
+    n_out: int = -1,
 ) -> torch.Tensor:
-    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    n, n_out = check_rht_args(x, q, signs_in, signs_out, scale, transpose, n, n_out)
     if x.numel() == 0:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    return backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose)
+        return torch.empty((*x.shape[:-1], n_out), dtype=x.dtype, device=x.device)
+    return backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose, n, n_out)
 
 
 @rht.register_fake
-def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
-    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False, n=-1, n_out=-1):
+    n, n_out = check_rht_args(x, q, signs_in, signs_out, scale, transpose, n, n_out)
+    return torch.empty((*x.shape[:-1], n_out), dtype=x.dtype, device=x.device)
 
 
 def _setup_context(ctx, inputs, output):
-    x, q, signs_in, signs_out, scale, transpose = inputs
+    x, q, signs_in, signs_out, scale, transpose, n, n_out = inputs
     ctx.save_for_backward(q, signs_in, signs_out)
     ctx.scale, ctx.transpose = scale, transpose
+    ctx.n_in, ctx.n = x.shape[-1], (x.shape[-1] if n == -1 else n)
+    ctx.n_out = ctx.n if n_out == -1 else n_out
 
 
 def _backward(ctx, grad):
     q, signs_in, signs_out = ctx.saved_tensors
-    gx = rht(grad.contiguous(), q, signs_out, signs_in, ctx.scale, not ctx.transpose)
-    return gx, None, None, None, None, None
+    # d/dx of (T · pad(x))[:n_out] is pad-then-Tᵀ of the gradient, cut to x's width
+    gx = rht(grad.contiguous(), q, signs_out, signs_in, ctx.scale, not ctx.transpose, ctx.n, ctx.n_in)
+    return gx, None, None, None, None, None, None, None
 
 
 rht.register_autograd(_backward, setup_context=_setup_context)
@@ -100,26 +116,28 @@ def rht_(
     scale: float = 1.0,
     transpose: bool = False,
 ) -> None:
-    """In-place rht: x <- scale · S_out · T · S_in · x (no autograd)."""
-    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    """In-place rht: x <- scale · S_out · T · S_in · x (no autograd, no padding)."""
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose, op="rht_")
+    n = x.shape[-1]
     if x.numel():
-        backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose, out=x)
+        backend.dispatch("rht", x.device.type, x, q, signs_in, signs_out, float(scale), transpose, n, n, out=x)
 
 
 @rht_.register_fake
 def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
-    check_rht_args(x, q, signs_in, signs_out, scale, transpose)
+    check_rht_args(x, q, signs_in, signs_out, scale, transpose, op="rht_")
 
 
-# Backend implementations: fn(x, q, signs_in, signs_out, scale, transpose, out=None) -> out.
-# `out` (x's shape and dtype, last dim contiguous) may be x itself.
+# Backend implementations: fn(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None)
+# -> out, of shape (..., n_out).  `out` (last dim contiguous) may be x itself when
+# x's width == n == n_out.
 
 
-def _cuda_supports(x, q, signs_in, signs_out, scale, transpose):
+def _cuda_supports(x, q, signs_in, signs_out, scale, transpose, n, n_out):
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"dtype {x.dtype} is not supported by the CUDA kernel (float16, bfloat16, float32)"
-    if x.shape[-1] > 32768 or (q is not None and q.shape[0] > 64):
-        return (f"width {x.shape[-1]} (m = {1 if q is None else q.shape[0]}) is beyond the CUDA kernel's "
+    if n > 32768 or (q is not None and q.shape[0] > 64):
+        return (f"width {n} (m = {1 if q is None else q.shape[0]}) is beyond the CUDA kernel's "
                 f"n <= 32768, m <= 64")
     return None
 
@@ -129,17 +147,16 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, t.shape[-1]) if t.dim() != 2 else t
 
 
-def _cuda(x, q, signs_in, signs_out, scale, transpose, out=None):
-    n = x.shape[-1]
+def _cuda(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
     if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        out = torch.empty((*x.shape[:-1], n_out), dtype=x.dtype, device=x.device)
     try:
         x2, o2 = _rows(x), _rows(out)
     except RuntimeError:  # leading dims not flattenable: go through contiguous copies
-        res = _cuda(x.contiguous(), q, signs_in, signs_out, scale, transpose)
+        res = _cuda(x.contiguous(), q, signs_in, signs_out, scale, transpose, n, n_out)
         return out.copy_(res)
     qf = None if q is None else q.to(torch.float32).contiguous()
-    torch.ops.quipkern._rht_cuda(x2, qf, signs_in, signs_out, scale, transpose, o2)
+    torch.ops.quipkern._rht_cuda(x2, qf, signs_in, signs_out, scale, transpose, n, o2)
     return out
 
 

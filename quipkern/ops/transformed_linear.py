@@ -3,6 +3,11 @@ transforms, and the backward in x through the frozen weight:
 
     y  = S_out · T_outᵀ · (Ŵ · (T_in · S_in · x)) + bias
     dx = S_in · T_inᵀ · (Ŵᵀ · (T_out · S_out · dy)),   dbias = sum(dy)
+
+Padded layers (docs/FORMATS.md, "Widths without a cheap transform"): Ŵ is (N, K) and the
+layer's in_features <= K, out_features <= N; x is zero-padded to K before T_in and
+the output cut to out_features after T_outᵀ.  Both must be passed explicitly when they
+differ from the weight's shape, so that a wrongly sized x is an error, not a padding.
 """
 
 from __future__ import annotations
@@ -19,12 +24,29 @@ def check_x(op: str, x) -> None:
     check_tensor(op, "x", x, dtypes=FLOAT_DTYPES, min_ndim=1, last_dim_contiguous=True)
 
 
-def check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out):
-    if x.shape[-1] != K:
+def resolve_features(op, N, K, in_features, out_features) -> tuple[int, int]:
+    """The layer's (in_features, out_features) with -1 resolved to the weight's K and N."""
+    fin = K if in_features == -1 else in_features
+    fout = N if out_features == -1 else out_features
+    if not 1 <= fin <= K:
+        raise ValueError(f"{op}: in_features={in_features} must be in [1, K={K}] (the weight's in-dimension) "
+                         f"or -1 for K")
+    if not 1 <= fout <= N:
+        raise ValueError(f"{op}: out_features={out_features} must be in [1, N={N}] (the weight's out-dimension) "
+                         f"or -1 for N")
+    return fin, fout
+
+
+def check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                     in_features=-1, out_features=-1) -> int:
+    """Validate x, bias and the transforms for a weight Ŵ (N, K); returns out_features."""
+    fin, fout = resolve_features(op, N, K, in_features, out_features)
+    if x.shape[-1] != fin:
+        pad = "" if fin == K else f" (the weight is padded to K={K})"
         raise ValueError(
-            f"{op}: the last dim of 'x' must equal the weight's in_features K={K}; got {tuple(x.shape)}"
+            f"{op}: the last dim of 'x' must equal in_features={fin}{pad}; got shape {tuple(x.shape)}"
         )
-    check_optional(op, "bias", bias, dtypes=(x.dtype, torch.float32), shape=(N,), device=x.device,
+    check_optional(op, "bias", bias, dtypes=(x.dtype, torch.float32), shape=(fout,), device=x.device,
                    contiguous=True, what="one value per output feature")
     for flag_name, flag, q_name, q, s_name, s, n, width_of in (
         ("transform_in", transform_in, "q_in", q_in, "signs_in", signs_in, K, "in_features K"),
@@ -37,19 +59,23 @@ def check_layer_args(op, x, N, K, bias, q_in, signs_in, q_out, signs_out, transf
                 f"{op}: '{q_name}'/'{s_name}' were given but '{flag_name}' is False; "
                 f"set {flag_name}=True to apply that transform, or pass None"
             )
+    return fout
 
 
 def register_linear_autograd(op, dequantize, n_weight_args: int) -> None:
     """Backward in x (and bias) for a custom op with signature
-    (x, *weight_args, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out);
-    `dequantize(x, *weight_args)` gives Ŵ (N, K) in x's dtype.  Weights are frozen."""
+    (x, *weight_args, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+     in_features, out_features, *extra) (extra: further non-tensor arguments);
+    `dequantize(x, *weight_args, *extra)` gives Ŵ (N, K) in x's dtype.  Weights are frozen."""
 
     def setup_context(ctx, inputs, output):
         x, rest = inputs[0], inputs[1:]
         weight_args, rest = rest[:n_weight_args], rest[n_weight_args:]
-        bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out = rest
+        bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out, _, _, *extra = rest
         ctx.save_for_backward(x, *weight_args, q_in, signs_in, q_out, signs_out)
         ctx.flags = (transform_in, transform_out)
+        ctx.extra = tuple(extra)
+        ctx.n_rest = len(rest)
         ctx.bias_dtype = None if bias is None else bias.dtype
 
     def backward(ctx, grad):
@@ -59,14 +85,20 @@ def register_linear_autograd(op, dequantize, n_weight_args: int) -> None:
         grad_x = grad_bias = None
         g = grad.contiguous()
         if ctx.needs_input_grad[0]:
+            w = dequantize(x, *weight_args, *ctx.extra).to(g.dtype)
+            N, K = w.shape
             if transform_out:
-                g = rht(g, q_out, signs_out, None, 1.0, False)
-            gx = torch.matmul(g, dequantize(x, *weight_args).to(g.dtype))
+                g = rht(g, q_out, signs_out, None, 1.0, False, N)
+            else:
+                g = torch.nn.functional.pad(g, (0, N - g.shape[-1]))
+            gx = torch.matmul(g, w)
             if transform_in:
-                gx = rht(gx.contiguous(), q_in, None, signs_in, 1.0, True)
+                gx = rht(gx.contiguous(), q_in, None, signs_in, 1.0, True, K, x.shape[-1])
+            else:
+                gx = gx[..., : x.shape[-1]]
             grad_x = gx
         if ctx.bias_dtype is not None and ctx.needs_input_grad[1 + n_weight_args]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0).to(ctx.bias_dtype)
-        return (grad_x,) + (None,) * n_weight_args + (grad_bias, None, None, None, None, None, None)
+        return (grad_x,) + (None,) * n_weight_args + (grad_bias,) + (None,) * (ctx.n_rest - 1)
 
     op.register_autograd(backward, setup_context=setup_context)

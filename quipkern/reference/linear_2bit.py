@@ -14,8 +14,9 @@ __all__ = ["linear_2bit"]
 
 
 def linear_2bit(x, packed, scales, zeros=None, bias=None, q_in=None, signs_in=None,
-                q_out=None, signs_out=None, transform_in=False, transform_out=False):
+                q_out=None, signs_out=None, transform_in=False, transform_out=False,
+                in_features=-1, out_features=-1):
     return transformed_linear(
         x, lambda dtype: dequantize_2bit(packed, scales, zeros, dtype), bias,
-        q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+        q_in, signs_in, q_out, signs_out, transform_in, transform_out, out_features,
     )

@@ -2,6 +2,9 @@
 
     y = scale · S_out · T · S_in · x        (T replaced by Tᵀ when transpose=True)
 
+For a padded width (docs/FORMATS.md, "Widths without a cheap transform") x holds the
+first n_in <= n elements (the rest are zeros) and the first n_out <= n outputs are kept.
+
 T = Q ⊗ (H_p / sqrt(p)) acts on the last dim (docs/FORMATS.md, "Transforms"); S_in and
 S_out are the sign bitmasks of formats/signs.py.  Computed in float64 for float64
 input, else float32, and returned in the input dtype.  Arguments are validated by the
@@ -36,21 +39,24 @@ def fwht(y: torch.Tensor) -> torch.Tensor:
     return y.reshape(*lead, p)
 
 
-def rht(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
+def rht(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False, n=-1, n_out=-1):
+    """n: the transform width (x is zero-padded up to it; -1: x's width); n_out: the
+    number of leading outputs kept (-1: n)."""
     acc = compute_dtype(x.dtype)
-    n = x.shape[-1]
+    n = x.shape[-1] if n == -1 else n
+    n_out = n if n_out == -1 else n_out
     m = 1 if q is None else q.shape[0]
     p = n // m
-    y = x.to(acc)
+    y = torch.nn.functional.pad(x.to(acc), (0, n - x.shape[-1]))
     if signs_in is not None:
         y = y * unpack_signs(signs_in, n, acc)
     y = fwht(y.reshape(-1, m, p)) * (1.0 / math.sqrt(p))
     if q is not None:
         qa = q.to(acc)
         y = torch.matmul(qa.T if transpose else qa, y)
-    y = y.reshape(x.shape)
+    y = y.reshape(*x.shape[:-1], n)
     if signs_out is not None:
         y = y * unpack_signs(signs_out, n, acc)
     if scale != 1.0:
         y = y * scale
-    return y.to(x.dtype)
+    return y[..., :n_out].to(x.dtype).contiguous()

@@ -67,7 +67,7 @@ def _mode_product(t, K, TOTAL: tl.constexpr, S: tl.constexpr, C: tl.constexpr, P
 @triton.jit
 def _rht_kernel(
     x_ptr, y_ptr, q_ptr, sin_ptr, sout_ptr,
-    rows, n, m, x_stride, y_stride, post,
+    rows, n, n_in, n_out, m, x_stride, y_stride, post,
     HAS_Q: tl.constexpr, HAS_SIN: tl.constexpr, HAS_SOUT: tl.constexpr, TRANSPOSE: tl.constexpr,
     LOG_P: tl.constexpr, LOG_MPAD: tl.constexpr, BLOCK_R: tl.constexpr,
     C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, PREC: tl.constexpr,
@@ -77,8 +77,9 @@ def _rht_kernel(
     pid = tl.program_id(0)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
     col = tl.arange(0, NP)[None, :]
-    mask = (r < rows) & (col < n)
-    x = tl.load(x_ptr + r.to(tl.int64) * x_stride + col, mask=mask, other=0.0).to(tl.float32)
+    # a padded width reads n_in < n columns (the rest are zeros) and writes n_out <= n
+    x = tl.load(x_ptr + r.to(tl.int64) * x_stride + col, mask=(r < rows) & (col < n_in), other=0.0)
+    x = x.to(tl.float32)
     if HAS_SIN:
         bit = (tl.load(sin_ptr + col // 8, mask=col < n, other=0) >> (col % 8)) & 1
         x = tl.where(bit != 0, -x, x)
@@ -112,7 +113,8 @@ def _rht_kernel(
         bit = (tl.load(sout_ptr + col // 8, mask=col < n, other=0) >> (col % 8)) & 1
         out = tl.where(bit != 0, -out, out)
     # (the interpreter truncates fp32 -> bfloat16 where the GPU rounds to nearest even)
-    tl.store(y_ptr + r.to(tl.int64) * y_stride + col, out.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + r.to(tl.int64) * y_stride + col, out.to(y_ptr.dtype.element_ty),
+             mask=(r < rows) & (col < n_out))
 
 
 def _chunks(log_p: int) -> tuple[int, int, int]:
@@ -122,24 +124,25 @@ def _chunks(log_p: int) -> tuple[int, int, int]:
     return tuple(sizes + [0] * (3 - k))
 
 
-def supports(x, q, signs_in, signs_out, scale, transpose) -> str | None:
+def supports(x, q, signs_in, signs_out, scale, transpose, n, n_out) -> str | None:
     why = unsupported(x.device, x.dtype)
     if why:
         return why
-    if x.shape[-1] > MAX_N:
-        return f"width {x.shape[-1]} exceeds {MAX_N}"
+    if n > MAX_N:
+        return f"width {n} exceeds {MAX_N}"
     return None
 
 
-def rht(x, q, signs_in, signs_out, scale, transpose, out=None):
-    """Transform the rows of x (validated by quipkern/ops/rht.py); returns out."""
-    n = x.shape[-1]
+def rht(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
+    """Transform the rows of x (..., n_in) zero-padded to width n, keeping n_out columns
+    (validated by quipkern/ops/rht.py); returns out (..., n_out)."""
+    n_in = x.shape[-1]
     if out is None:
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        out = torch.empty((*x.shape[:-1], n_out), dtype=x.dtype, device=x.device)
     try:
-        x2, y2 = x.view(-1, n), out.view(-1, n)
+        x2, y2 = x.view(-1, n_in), out.view(-1, n_out)
     except RuntimeError:  # leading dims not flattenable: go through contiguous copies
-        return out.copy_(rht(x.contiguous(), q, signs_in, signs_out, scale, transpose))
+        return out.copy_(rht(x.contiguous(), q, signs_in, signs_out, scale, transpose, n, n_out))
     rows = x2.shape[0]
     m = 1 if q is None else q.shape[0]
     p = n // m
@@ -154,7 +157,7 @@ def rht(x, q, signs_in, signs_out, scale, transpose, out=None):
     grid = (triton.cdiv(rows, block_r),)
     _rht_kernel[grid](
         x2, y2, qf, signs_in if signs_in is not None else x2, signs_out if signs_out is not None else x2,
-        rows, n, m, x2.stride(0) if rows > 1 else n, y2.stride(0) if rows > 1 else n,
+        rows, n, n_in, n_out, m, x2.stride(0) if rows > 1 else n_in, y2.stride(0) if rows > 1 else n_out,
         float(scale) / p**0.5,
         HAS_Q=q is not None, HAS_SIN=signs_in is not None, HAS_SOUT=signs_out is not None,
         TRANSPOSE=bool(transpose), LOG_P=log_p, LOG_MPAD=log_mpad, BLOCK_R=block_r,

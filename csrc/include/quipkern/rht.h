@@ -6,7 +6,14 @@
 // Element i of a row is (a, b) = divmod(i, p).  Q is m × m row-major fp32 (orthonormal;
 // nullptr when m == 1).  Signs are bitmasks: element i is negated iff bit i % 8 of byte
 // i / 8 is set (nullptr: no signs).  x and y may be the same buffer (in-place) when
-// their row strides are equal.  Accumulation is fp32; y has x's dtype.
+// their row strides are equal and n_in == n_out == n.  Accumulation is fp32; y has x's
+// dtype.
+//
+// Padded widths (docs/FORMATS.md, "Widths without a cheap transform"): a row of x may
+// hold only its first n_in <= n elements (the kernel reads the rest as zeros, never
+// touching memory past n_in), and only the first n_out <= n elements of a row of y are
+// written.  The input transform of a padded layer uses n_in < n, the output transform
+// n_out < n.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +29,9 @@ struct RhtParams {
   int64_t rows = 0;
   int64_t x_row_stride = 0;  // elements between row starts
   int64_t y_row_stride = 0;
-  int n = 0;                 // row width, n = m · 2^log2_p
+  int n = 0;                 // transform width, n = m · 2^log2_p
+  int n_in = 0;              // elements of a row of x read, 1 <= n_in <= n (0: n)
+  int n_out = 0;             // elements of a row of y written, 1 <= n_out <= n (0: n)
   int m = 1;                 // dense factor order, 1 <= m <= kRhtMaxM
   int log2_p = 0;            // 0 <= log2_p <= kRhtMaxLog2P
   const float* q = nullptr;  // m × m, row-major, fp32
