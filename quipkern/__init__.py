@@ -16,7 +16,7 @@ from .ops import (
 )
 from .layers import QuipLinear, TernaryLinear
 from .model import QuantConfig, QuantReport, load_quantized, prepare_model, quantize_model, save_quantized
-from .transform_spec import MAX_DENSE_M, TransformSpec, transform_spec
+from .transform_spec import MAX_DENSE_M, TransformSpec, WidthPlan, transform_spec, width_plan
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,8 @@ __all__ = [
     "dequantize_ternary",
     "use_backend",
     "transform_spec",
+    "width_plan",
+    "WidthPlan",
     "TransformSpec",
     "MAX_DENSE_M",
     "formats",

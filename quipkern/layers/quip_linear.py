@@ -76,10 +76,12 @@ class QuipLinear(TransformedLinear):
         lowrank = torch.zeros_like(W)
         for _ in range(max(1, lowrank_iters if self.rank else 1)):
             Wt = self.weight_to_transformed(W - lowrank)
+            # without transforms the padded columns stay apart and meet zero inputs only
+            valid = None if self.transform else self.in_features
             if method == "ldlq":
-                codes, scales, zeros = ldlq_2bit(Wt, Ht, self.group_size, self.asymmetric, damp)
+                codes, scales, zeros = ldlq_2bit(Wt, Ht, self.group_size, self.asymmetric, damp, valid=valid)
             else:
-                codes, scales, zeros = rtn_2bit(Wt, self.group_size, self.asymmetric)
+                codes, scales, zeros = rtn_2bit(Wt, self.group_size, self.asymmetric, valid=valid)
             self.packed.copy_(pack_2bit(codes))
             self.scales.copy_(scales)
             if zeros is not None:

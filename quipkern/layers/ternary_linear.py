@@ -53,7 +53,7 @@ class TernaryLinear(TransformedLinear):
     def quantize_(self, W: torch.Tensor) -> None:
         self._check_matrix("W", W, (self.out_features, self.in_features))
         trits, scale = absmean_ternary(self.weight_to_transformed(W.detach().double().to(self.packed.device)),
-                                       self.per_row)
+                                       self.per_row, valid=None if self.transform else self.in_features)
         self.packed.copy_(pack_ternary_2bit(trits) if self.layout == "2bit" else pack_ternary_base3(trits))
         self.scale.copy_(scale)
 

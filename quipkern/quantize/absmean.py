@@ -8,10 +8,12 @@ import torch
 __all__ = ["absmean_ternary"]
 
 
-def absmean_ternary(W: torch.Tensor, per_row: bool = True, eps: float = 1e-8):
-    """W (N, K) -> (trits int64 (N, K), scale float32 (N,) or (1,))."""
+def absmean_ternary(W: torch.Tensor, per_row: bool = True, eps: float = 1e-8, valid: int | None = None):
+    """W (N, K) -> (trits int64 (N, K), scale float32 (N,) or (1,)).
+    valid: the mean is over columns [0, valid) (the rest is a format's zero padding)."""
     W = W.double()
-    s = W.abs().mean(dim=1) if per_row else W.abs().mean().reshape(1)
+    A = W[:, :valid].abs() if valid is not None else W.abs()
+    s = A.mean(dim=1) if per_row else A.mean().reshape(1)
     s = s.clamp_min(eps)
     trits = torch.clamp(torch.round(W / s.view(-1, 1)), -1, 1).long()
     return trits, s.float()

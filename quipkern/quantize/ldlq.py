@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .rtn import group_params, quantize_with
+from .rtn import column_mask, group_params, quantize_with
 
 __all__ = ["ldlq_2bit", "damped_hessian"]
 
@@ -27,8 +27,9 @@ def damped_hessian(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def ldlq_2bit(W: torch.Tensor, H: torch.Tensor, group_size: int, asymmetric: bool = False,
-              damp: float = 0.01, block: int = 128):
-    """W (N, K), H (K, K) -> (codes (N, K), scales fp16 (N, K/g), zeros fp16 or None)."""
+              damp: float = 0.01, block: int = 128, valid: int | None = None):
+    """W (N, K), H (K, K) -> (codes (N, K), scales fp16 (N, K/g), zeros fp16 or None).
+    valid: columns [valid, K) are zero padding (see rtn_2bit)."""
     N, K = W.shape
     g = K if group_size in (None, 0, -1) else group_size
     W = W.double().clone()
@@ -40,7 +41,7 @@ def ldlq_2bit(W: torch.Tensor, H: torch.Tensor, group_size: int, asymmetric: boo
     scales = torch.zeros(N, K // g, dtype=torch.float64, device=W.device)
     zeros = torch.zeros_like(scales)
     if g == K:  # one scale per row, from the whole row up front
-        s, z = group_params(W, asymmetric)
+        s, z = group_params(W, asymmetric, column_mask(K, valid, device=W.device))
         scales[:, 0:1], zeros[:, 0:1] = s, z
     else:  # blocks hold whole groups, so a group's columns are current when it starts
         block = max(g, block - block % g)
@@ -52,7 +53,7 @@ def ldlq_2bit(W: torch.Tensor, H: torch.Tensor, group_size: int, asymmetric: boo
             j = k - b0
             gi = k // g
             if g != K and k % g == 0:
-                s, z = group_params(Wb[:, j : j + g], asymmetric)
+                s, z = group_params(Wb[:, j : j + g], asymmetric, column_mask(K, valid, k, g, W.device))
                 scales[:, gi : gi + 1], zeros[:, gi : gi + 1] = s, z
             c, q = quantize_with(Wb[:, j : j + 1], scales[:, gi : gi + 1], zeros[:, gi : gi + 1])
             codes[:, k : k + 1] = c.long()
