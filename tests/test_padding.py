@@ -259,3 +259,23 @@ def test_padding_without_transform_quantizes_as_unpadded():
     trits, scale = absmean_ternary(lin.weight.detach())
     assert tern.padded_in_features == 128 and torch.equal(tern.scale, scale)
     assert torch.equal(tern.dequantize(torch.float64), trits.double() * scale.double()[:, None])
+
+
+def test_formats_doc_width_table_matches_the_code():
+    """docs/FORMATS.md's table of model widths is what width_plan says."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "FORMATS.md").read_text()
+    sec = doc[doc.index("### Widths without a cheap transform"):doc.index("## Sign vectors")]
+    rows = re.findall(r"^\| (\d+) \| [^|]+ \| ([^|]+) \| ([^|]+) \|$", sec, re.M)
+    assert len(rows) >= 30
+
+    def cell(p):
+        s = p.spec
+        t = f"H_{s.p}" if s.m == 1 else (f"H_{s.m} ⊗ H_{s.p}" if s.kind == "hadamard" else f"R_{s.m} ⊗ H_{s.p}")
+        return t + ("" if p.pad == 0 else f", pad → {p.padded} (+{100 * p.extra_fraction:.2f}%)")
+
+    for n, out_cell, in_cell in rows:
+        assert out_cell.strip() == cell(width_plan(int(n))), n
+        assert in_cell.strip() == cell(width_plan(int(n), 128)), n
