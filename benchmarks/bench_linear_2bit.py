@@ -5,7 +5,9 @@ For each Llama shape (N × K) and batch M: bf16 F.linear, then each quipkern bac
 both transforms ("layer") and without them ("matmul"), weights (packed + fp16 group-128
 scales) rotated over >= 3× L2, CUDA-graph replay, all in one run.  Effective bandwidth
 counts the 2-bit weight bytes (codes + scales); "x bf16 BW" is that bandwidth over the
-bf16 GEMV's (2 bytes/weight) in the same run.
+bf16 GEMV's (2 bytes/weight) in the same run.  A shape with a width that has no cheap
+transform (4544 = 71·64) runs padded (docs/FORMATS.md): its bytes are those of the
+padded weight, its speedup is against bf16 at the unpadded shape.
 
     python benchmarks/bench_linear_2bit.py [--json out.json] [--m 1,16,4096] [--shapes 8192x8192]
 """
@@ -26,7 +28,8 @@ import quipkern  # noqa: E402
 from quipkern.formats import random_signs  # noqa: E402
 from quipkern.ops import backend  # noqa: E402
 
-SHAPES = [(8192, 8192), (28672, 8192), (8192, 28672), (4096, 4096), (14336, 4096)]
+SHAPES = [(8192, 8192), (28672, 8192), (8192, 28672), (4096, 4096), (14336, 4096),
+          (4544, 4544), (4608, 4608)]  # Falcon-7B's padded width next to its padded size
 GROUP = 128
 
 
@@ -39,33 +42,37 @@ def weight_sets(N, K, count):
     return sets
 
 
-def bench_shape(N, K, Ms, impls):
+def bench_shape(N0, K0, Ms, impls):
+    pk, pn = quipkern.width_plan(K0, GROUP), quipkern.width_plan(N0)
+    tk, tn, N, K = pk.spec, pn.spec, pn.padded, pk.padded
     wbytes = N * K // 4 + N * (K // GROUP) * 2
     sets = weight_sets(N, K, rig.rotations(wbytes))
-    tk, tn = quipkern.transform_spec(K), quipkern.transform_spec(N)
     q_in = tk.q_matrix().cuda() if tk.m > 1 else None
     q_out = tn.q_matrix().cuda() if tn.m > 1 else None
     s_in, s_out = random_signs(K, seed=1).cuda(), random_signs(N, seed=2).cuda()
+    label = f"{N0}x{K0}" + (f" (pad {N}x{K})" if (N, K) != (N0, K0) else "")
     rows = []
     for M in Ms:
-        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
-        out = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
-        t_bf16 = rig.bf16_linear_time(M, N, K)
-        bf16_bw = 2 * N * K / t_bf16
-        rows.append(rig.Row("linear", "bf16", f"M={M} {N}x{K}", t_bf16, 2 * N * K, bf16_seconds=t_bf16))
+        x = torch.randn(M, K0, device="cuda", dtype=torch.bfloat16)
+        t_bf16 = rig.bf16_linear_time(M, N0, K0)
+        bf16_bw = 2 * N0 * K0 / t_bf16
+        rows.append(rig.Row("linear", "bf16", f"M={M} {N0}x{K0}", t_bf16, 2 * N0 * K0, bf16_seconds=t_bf16))
         for impl in impls:
             name, variant = impl.split(":")
             if name not in backend.available("linear_2bit"):
                 continue
             fn = backend.implementation("linear_2bit", name)
             layer = variant == "layer"
+            if not layer and (N, K) != (N0, K0):
+                continue  # a padded shape is only a layer
+            out = torch.empty(M, N0, device="cuda", dtype=torch.bfloat16)
             args = lambda p, s: (x, p, s, None, None, q_in if layer else None, s_in if layer else None,  # noqa: E731
-                                 q_out if layer else None, s_out if layer else None, layer, layer)
+                                 q_out if layer else None, s_out if layer else None, layer, layer, K0, N0)
             why = backend.why_not("linear_2bit", name, *args(*sets[0]))
             if why:
                 continue
             t = rig.time_graph(lambda p, s: fn(*args(p, s), out=out), sets)
-            row = rig.Row("linear_2bit", impl, f"M={M} {N}x{K}", t, wbytes, bf16_seconds=t_bf16)
+            row = rig.Row("linear_2bit", impl, f"M={M} {label}", t, wbytes, bf16_seconds=t_bf16)
             row.extra["frac_bf16_bw"] = (wbytes / t) / bf16_bw
             rows.append(row)
     return rows

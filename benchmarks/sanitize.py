@@ -17,8 +17,17 @@ for impl in ("cuda", "triton"):
         q = q.cuda() if q is not None else None
         for dtype in (torch.bfloat16, torch.float32):
             x = torch.randn(rows, n, device="cuda").to(dtype)
-            fn(x, q, random_signs(n, seed=1).cuda(), random_signs(n, seed=2).cuda(), 1.0, True)
-            fn(x, q, None, None, 1.0, False, out=x)  # in place
+            fn(x, q, random_signs(n, seed=1).cuda(), random_signs(n, seed=2).cuda(), 1.0, True, n, n)
+            fn(x, q, None, None, 1.0, False, n, n, out=x)  # in place
+    # padded widths: reads stop at n, writes at n_out (docs/FORMATS.md)
+    for n, rows in ((4544, 3), (777, 5), (2730, 2), (3, 4), (1000, 1)):
+        plan = quipkern.width_plan(n)
+        P, q = plan.padded, plan.spec.q_matrix()
+        q = q.cuda() if q is not None else None
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(rows, n, device="cuda").to(dtype)
+            y = fn(x, q, random_signs(P, seed=1).cuda(), None, 1.0, False, P, P)
+            fn(y, q, None, random_signs(P, seed=2).cuda(), 1.0, True, P, n)
 for impl in ("cuda", "triton"):
     if impl not in backend.available("linear_2bit"):
         continue
@@ -30,6 +39,15 @@ for impl in ("cuda", "triton"):
         zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
-        fn(x, packed, scales, zeros, bias, None, None, None, None, False, False)
+        fn(x, packed, scales, zeros, bias, None, None, None, None, False, False, K, N)
+    # a padded layer: 1000 x 777 stored as 1008 x 832
+    N0, K0, N, K = 1000, 777, 1008, 832
+    qi, qo = quipkern.transform_spec(K).q_matrix().cuda(), quipkern.transform_spec(N).q_matrix().cuda()
+    packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+    scales = torch.rand(N, K // 64, device="cuda").half()
+    for M in (1, 7):
+        x = torch.randn(M, K0, device="cuda", dtype=torch.bfloat16)
+        fn(x, packed, scales, None, None, qi, random_signs(K, seed=3).cuda(), qo, random_signs(N, seed=4).cuda(),
+           True, True, K0, N0)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")
