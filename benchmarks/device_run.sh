@@ -3,7 +3,7 @@
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
 #   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo
-#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS, TEST_WORKERS adjust them.
+#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/quipkern-out}
@@ -35,7 +35,10 @@ stage_test() {
   $PY -c "import quipkern, quipkern._ext as e; print('cuda ext:', e.AVAILABLE, e.LOAD_ERROR)" | tee -a "$LOG"
   # parallel workers when pytest-xdist is there: Triton compiles dominate on the GPU
   xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n ${TEST_WORKERS:-8}"
-  $PY -m pytest -q $xdist tests -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tail -30 | tee -a "$LOG" || status=1
+  # the whole output in $OUT/pytest.txt (also when a time limit kills the run), a tail in the log
+  timeout ${TEST_TIMEOUT:-3000} $PY -m pytest -q $xdist -p no:cacheprovider --durations=15 ${PYTEST_ARGS:-tests} \
+    > "$OUT/pytest.txt" 2>&1 || status=1
+  tail -40 "$OUT/pytest.txt" | tee -a "$LOG"
 }
 stage_sanitize() {
   step "compute-sanitizer memcheck"
