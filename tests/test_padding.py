@@ -92,6 +92,8 @@ def test_rht_op_pads_and_cuts_float64(n):
 @pytest.mark.parametrize("n", KERNEL_WIDTHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_rht_kernels_padded(name, device, n, dtype):
+    if name == "triton" and device == "cuda" and n > 4096:
+        pytest.skip("Triton on the GPU is checked on the smaller widths (its compile of a 18432 tile takes minutes)")
     P, q, si = _transform(n, device, seed=3)
     so = random_signs(P, seed=4).to(device)
     fn = backend.implementation("rht", name)
