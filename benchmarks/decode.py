@@ -1,0 +1,278 @@
+"""End-to-end greedy decode of a Llama-style decoder stack, bf16 against quipkern formats.
+
+A stack of Llama-2-7B-wide blocks (RMSNorm, attention with rotary embeddings and a
+static KV cache, SwiGLU MLP) with random weights, an embedding and a bf16 lm_head.
+Each decode step (embed -> blocks -> head -> argmax -> next token) is captured once
+in a CUDA graph (optionally torch.compile'd first) and replayed for every token, so
+launch overheads are what a serving loop with graphs would pay, and the transforms and
+every small kernel are counted.  The quantized variants swap the blocks' seven Linear
+layers (not the head, which stays bf16 as in most deployments); their weights are
+random codes of the format (the speed does not depend on the values).
+
+    python benchmarks/decode.py [--layers 8] [--tokens 128] [--batch 1,8] [--formats bf16,2bit,...]
+                                [--compile] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORMATS = ("bf16", "2bit", "2bit-notransform", "ternary-2bit")
+
+
+@dataclasses.dataclass
+class Config:
+    dim: int = 4096
+    n_layers: int = 8
+    n_heads: int = 32
+    ffn: int = 11008
+    vocab: int = 32000
+    max_seq: int = 256
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, device=None, dtype=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype) * self.weight
+
+
+def rope(x, cos, sin):
+    """Rotary embedding, half-split convention; x (B, H, S, D), cos/sin (S, D/2)."""
+    a, b = x.float().chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: Config, batch: int, device=None, dtype=None):
+        super().__init__()
+        self.h, self.d = c.n_heads, c.dim // c.n_heads
+        kw = dict(bias=False, device=device, dtype=dtype)
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(c.dim, c.dim, **kw) for _ in range(4))
+        shape = (batch, self.h, c.max_seq, self.d)
+        self.register_buffer("k_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    def forward(self, x, pos, cos, sin, mask):
+        B, S, _ = x.shape
+        q, k, v = (w(x).view(B, S, self.h, self.d).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        self.k_cache.index_copy_(2, pos, k)
+        self.v_cache.index_copy_(2, pos, v)
+        o = F.scaled_dot_product_attention(q, self.k_cache, self.v_cache, attn_mask=mask)
+        return self.wo(o.transpose(1, 2).reshape(B, S, self.h * self.d))
+
+
+class Block(nn.Module):
+    def __init__(self, c: Config, batch: int, device=None, dtype=None):
+        super().__init__()
+        self.attn_norm, self.mlp_norm = RMSNorm(c.dim, device, dtype), RMSNorm(c.dim, device, dtype)
+        self.attn = Attention(c, batch, device, dtype)
+        kw = dict(bias=False, device=device, dtype=dtype)
+        self.w1, self.w3 = nn.Linear(c.dim, c.ffn, **kw), nn.Linear(c.dim, c.ffn, **kw)
+        self.w2 = nn.Linear(c.ffn, c.dim, **kw)
+
+    def forward(self, x, pos, cos, sin, mask):
+        x = x + self.attn(self.attn_norm(x), pos, cos, sin, mask)
+        h = self.mlp_norm(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: Config, batch: int, device=None, dtype=torch.bfloat16):
+        super().__init__()
+        self.c = c
+        self.embed = nn.Embedding(c.vocab, c.dim, device=device, dtype=dtype)
+        self.blocks = nn.ModuleList(Block(c, batch, device, dtype) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.dim, device, dtype)
+        self.head = nn.Linear(c.dim, c.vocab, bias=False, device=device, dtype=dtype)
+        d = c.dim // c.n_heads
+        inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))
+        ang = torch.arange(c.max_seq, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+
+    def forward(self, tokens, pos):
+        """tokens (B, S) at positions pos (S,) (a device tensor); returns logits (B, S, vocab)."""
+        T = self.c.max_seq
+        mask = (torch.arange(T, device=pos.device)[None, :] <= pos[:, None])[None, None]  # (1, 1, S, T)
+        cos, sin = self.cos[pos], self.sin[pos]
+        h = self.embed(tokens)
+        for b in self.blocks:
+            h = b(h, pos, cos, sin, mask)
+        return self.head(self.norm(h))
+
+
+def init_random(model: Decoder, seed: int = 0) -> None:
+    g = torch.Generator(device=model.head.weight.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                continue
+            fan_in = p.shape[-1]
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32) / math.sqrt(fan_in))
+
+
+def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
+    """Swap the blocks' Linear layers for quipkern layers of format `fmt` holding random
+    codes (2-bit: g = 128 scales; ternary: per-row scale, ternary-2bit layout)."""
+    from quipkern import QuipLinear, TernaryLinear
+
+    if fmt == "bf16":
+        return
+    if fmt not in FORMATS:
+        raise ValueError(f"decode: format must be one of {FORMATS}; got {fmt!r}")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for i, blk in enumerate(model.blocks):
+        for owner, name in [(blk.attn, n) for n in ("wq", "wk", "wv", "wo")] + [(blk, n) for n in ("w1", "w2", "w3")]:
+            lin = getattr(owner, name)
+            kw = dict(device=lin.weight.device, dtype=lin.weight.dtype)
+            if fmt.startswith("2bit"):
+                layer = QuipLinear(lin.in_features, lin.out_features, False, group_size=128,
+                                   transform=fmt == "2bit", **kw)
+                layer.packed.copy_(torch.randint(-2**31, 2**31 - 1, layer.packed.shape, generator=g, dtype=torch.int32))
+                # code c of a row dequantizes to (c - 1.5)·s; s keeps rows at unit gain
+                layer.scales.fill_(1.0 / math.sqrt(1.25 * lin.in_features))
+            else:
+                layer = TernaryLinear(lin.in_features, lin.out_features, False, layout="2bit", **kw)
+                trits = torch.randint(0, 3, (layer.packed.shape[0], layer.packed.shape[1] * 16), generator=g)
+                from quipkern.formats import pack_ternary_2bit
+
+                layer.packed.copy_(pack_ternary_2bit(trits - 1))
+                layer.scale.fill_(1.0 / math.sqrt(0.67 * lin.in_features))
+            layer.init_signs(seed + i)
+            setattr(owner, name, layer)
+
+
+def linear_weight_bytes(model: Decoder) -> int:
+    """Bytes of the blocks' linear weights as stored (codes, scales, signs)."""
+    total = 0
+    for blk in model.blocks:
+        for m in list(blk.attn.children()) + [blk.w1, blk.w2, blk.w3]:
+            total += sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+    return total
+
+
+@torch.no_grad()
+def greedy(model: Decoder, batch: int, tokens: int, use_graph: bool = True, compile: bool = False):
+    """Greedy decode of `tokens` tokens from token 1 at position 0; returns
+    (generated (batch, tokens) long, seconds for the whole decode)."""
+    device = model.head.weight.device
+    tok = torch.ones(batch, 1, dtype=torch.long, device=device)
+    pos = torch.zeros(1, dtype=torch.long, device=device)
+    out = torch.zeros(batch, tokens, dtype=torch.long, device=device)
+    step_i = torch.zeros(1, dtype=torch.long, device=device)
+
+    def step():
+        logits = model(tok, pos)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        out.index_copy_(1, step_i, nxt)
+        tok.copy_(nxt)
+        pos.add_(1)
+        step_i.add_(1)
+
+    fn = torch.compile(step, fullgraph=True) if compile else step
+    for blk in model.blocks:  # fresh caches
+        blk.attn.k_cache.zero_()
+        blk.attn.v_cache.zero_()
+    if not use_graph:
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+    # warm up (compile, autotune) on a side stream, then capture one step
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(2):
+        graph.replay()
+    # reset the state the warm-up moved, then time the real decode
+    tok.fill_(1)
+    pos.zero_()
+    step_i.zero_()
+    for blk in model.blocks:
+        blk.attn.k_cache.zero_()
+        blk.attn.v_cache.zero_()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(tokens):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return out, start.elapsed_time(end) * 1e-3
+
+
+def run(formats, batches, cfg: Config, tokens: int, compile: bool, progress=print) -> list[dict]:
+    results = []
+    for B in batches:
+        base = None
+        for fmt in formats:
+            torch.manual_seed(0)
+            model = Decoder(cfg, B, device="cuda")
+            init_random(model)
+            quantize_blocks(model, fmt)
+            model.eval()
+            gen, sec = greedy(model, B, tokens, use_graph=True, compile=compile)
+            tps = B * tokens / sec
+            base = tps if fmt == "bf16" else base
+            row = dict(format=fmt, batch=B, tokens=tokens, layers=cfg.n_layers, seconds=sec,
+                       ms_per_step=sec / tokens * 1e3, tokens_per_s=tps,
+                       speedup_bf16=None if base is None else tps / base,
+                       linear_weight_mb=linear_weight_bytes(model) / 2**20, compile=compile)
+            results.append(row)
+            sp = f"{row['speedup_bf16']:.2f}x" if row["speedup_bf16"] is not None else "-"
+            progress(f"decode {fmt:<18} batch {B:>2}: {row['ms_per_step']:7.3f} ms/step  {tps:9.1f} tok/s  "
+                     f"{sp:>7} vs bf16   linear weights {row['linear_weight_mb']:8.1f} MB")
+            del model
+            torch.cuda.empty_cache()
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the step before capture")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("decode.py: needs a CUDA GPU (it times CUDA graphs).  On a CPU machine, "
+                         "tests/test_bench.py checks this model's KV-cache decode against a full forward.")
+    cfg = Config(n_layers=args.layers, max_seq=max(256, args.tokens + 1))
+    res = run(args.formats.split(","), [int(b) for b in args.batch.split(",")], cfg, args.tokens, args.compile)
+    if args.json:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import rig
+
+        with open(args.json, "w") as f:
+            json.dump({"env": rig.environment(), "command": "python benchmarks/decode.py " + " ".join(argv or sys.argv[1:]),
+                       "config": dataclasses.asdict(cfg), "rows": res}, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()

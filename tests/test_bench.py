@@ -1,0 +1,76 @@
+"""The benchmark programs on a CPU machine: the end-to-end decode model's KV-cache
+decode matches a full forward, its quantized variants run, and the suite refuses to
+time anything without a GPU, saying what to run instead."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+import decode  # noqa: E402
+
+TINY = decode.Config(dim=128, n_layers=2, n_heads=4, ffn=384, vocab=97, max_seq=16)
+
+
+def _model(fmt="bf16", batch=2, dtype=torch.float32):
+    torch.manual_seed(0)
+    m = decode.Decoder(TINY, batch, device="cpu", dtype=dtype)
+    decode.init_random(m)
+    decode.quantize_blocks(m, fmt)
+    return m.eval()
+
+
+@torch.no_grad()
+def test_cached_decode_matches_full_forward():
+    m = _model()
+    tokens = torch.randint(0, TINY.vocab, (2, 9))
+    full = m(tokens, torch.arange(9))
+    for blk in m.blocks:
+        blk.attn.k_cache.zero_()
+        blk.attn.v_cache.zero_()
+    steps = [m(tokens[:, i : i + 1], torch.tensor([i]))[:, 0] for i in range(9)]
+    step = torch.stack(steps, dim=1)
+    assert ((step - full).norm() / full.norm()).item() < 1e-5
+    # a causal mask: the first position does not see the later ones
+    alone = m(tokens[:, :1], torch.arange(1))
+    assert ((alone[:, 0] - full[:, 0]).norm() / full[:, 0].norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("fmt", decode.FORMATS)
+def test_greedy_decode_runs_for_every_format(fmt):
+    m = _model(fmt, dtype=torch.float32)
+    out, sec = decode.greedy(m, 2, 5, use_graph=False)
+    assert out.shape == (2, 5) and out.dtype == torch.long and sec > 0
+    assert int(out.min()) >= 0 and int(out.max()) < TINY.vocab
+    if fmt != "bf16":
+        assert decode.linear_weight_bytes(m) < decode.linear_weight_bytes(_model("bf16")) / 4
+    # the same tokens a step-by-step forward picks
+    m2 = _model(fmt, dtype=torch.float32)
+    tok, ref = torch.ones(2, 1, dtype=torch.long), []
+    for i in range(5):
+        tok = m2(tok, torch.tensor([i]))[:, -1].argmax(-1, keepdim=True)
+        ref.append(tok)
+    assert torch.equal(out, torch.cat(ref, dim=1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+@pytest.mark.parametrize("script", ["bench.py", "decode.py"])
+def test_suite_explains_itself_without_a_gpu(script):
+    r = subprocess.run([sys.executable, os.path.join(BENCH, script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "needs a CUDA GPU" in r.stderr or "no CUDA GPU" in r.stderr
+    assert "tests" in r.stderr
+
+
+def test_bench_rejects_unknown_ops_and_models():
+    import bench
+
+    with pytest.raises(SystemExit, match="unknown op"):
+        bench.main(["--ops", "4bit"])
+    with pytest.raises(SystemExit, match="unknown model"):
+        bench.shapes_of(["gpt-5"])
+    assert bench.shapes_of(["llama2-7b", "llama3-8b"])[:4] == [(4096, 4096), (11008, 4096), (4096, 11008), (1024, 4096)]
