@@ -112,7 +112,7 @@ class Row:
 
 def environment() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())

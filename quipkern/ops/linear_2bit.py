@@ -79,10 +79,13 @@ register_linear_autograd(
 
 # Dispatch by the number of rows M of x (flattened): the CUDA decode kernel takes
 # M <= 16; Triton's fused GEMM takes any M; from DEQUANT_GEMM_MIN_M rows on, the Triton
-# backend dequantizes Ŵ once and multiplies with cuBLAS instead (prefill, where the
-# dequantization is amortized).  QUIPKERN_DEQUANT_MIN_M overrides the threshold.
+# backend dequantizes Ŵ once and multiplies with cuBLAS instead.  The default, 17, is
+# measured: on the H100 the fused Triton GEMM ran at 0.06-0.17x bf16 for M = 64 and
+# 512 and 0.5-0.75x at 4096 (benchmarks/BENCHMARKS.md), while dequantize + cuBLAS costs
+# one write and read of a bf16 weight more than bf16 itself.  QUIPKERN_DEQUANT_MIN_M
+# overrides the threshold (e.g. to measure the fused GEMM).
 CUDA_GEMV_MAX_M = 16
-DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "1024"))
+DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "17"))
 
 
 def _rows(x):
