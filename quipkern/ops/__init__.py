@@ -6,6 +6,7 @@ from .dequantize_2bit import dequantize_2bit
 from .dequantize_ternary import dequantize_ternary
 from .linear_2bit import linear_2bit
 from .linear_ternary import linear_ternary
+from .linear_ternary_a8 import linear_ternary_a8, matmul_ternary_int8
 from .rht import rht, rht_
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "rht_",
     "linear_2bit",
     "linear_ternary",
+    "linear_ternary_a8",
+    "matmul_ternary_int8",
     "dequantize_2bit",
     "dequantize_ternary",
     "use_backend",

@@ -1,0 +1,120 @@
+"""W1.58A8: ternary weights (ternary-2bit layout) with int8 activations.
+
+torch.ops.quipkern.matmul_ternary_int8(q, packed) -> int32 (M, N): q int8 (M, K) times
+the trits of packed int32 (N, K/16), transposed; exact integers on every backend.
+
+torch.ops.quipkern.linear_ternary_a8(x, packed, scale, bias, q_in, signs_in, q_out,
+signs_out, transform_in, transform_out, in_features, out_features): the layer of
+quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Hadamard
+smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization in
+torch, the integer matmul above and a float epilogue (row scale · weight scale, output
+transform, bias).  Arguments as in ops/linear_ternary.py; inference only (no autograd:
+the rounding to int8 has no useful gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import triton as _triton
+from .._checks import check_tensor
+from ..formats.ternary import check_ternary_weight
+from ..reference import linear_ternary_a8 as _ref
+from . import backend
+from .transformed_linear import check_layer_args, check_x
+
+__all__ = ["matmul_ternary_int8", "linear_ternary_a8"]
+
+
+def _check_matmul(q, packed):
+    op = "matmul_ternary_int8"
+    check_tensor(op, "q", q, dtypes=(torch.int8,), ndim=2, last_dim_contiguous=True,
+                 what="int8 activations (M, K)")
+    check_tensor(op, "packed", packed, dtypes=(torch.int32,), ndim=2, device=q.device, contiguous=True,
+                 what="ternary-2bit weight (N, K/16)")
+    if packed.shape[1] * 16 != q.shape[1]:
+        raise ValueError(f"{op}: 'packed' of shape {tuple(packed.shape)} holds K = {packed.shape[1] * 16} columns; "
+                         f"'q' has K = {q.shape[1]} (shape {tuple(q.shape)})")
+    return packed.shape[0]
+
+
+@torch.library.custom_op("quipkern::matmul_ternary_int8", mutates_args=())
+def matmul_ternary_int8(q: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    N = _check_matmul(q, packed)
+    if q.shape[0] == 0 or N == 0:
+        return torch.zeros(q.shape[0], N, dtype=torch.int32, device=q.device)
+    return backend.dispatch("matmul_ternary_int8", q.device.type, q, packed)
+
+
+@matmul_ternary_int8.register_fake
+def _(q, packed):
+    N = _check_matmul(q, packed)
+    return q.new_empty((q.shape[0], N), dtype=torch.int32)
+
+
+backend.register("matmul_ternary_int8", "reference", backend.with_out(_ref.matmul_ternary_int8))
+if _triton.AVAILABLE:
+    from ..triton import linear_ternary_a8 as _tl
+
+    backend.register("matmul_ternary_int8", "triton", _tl.matmul_ternary_int8, _tl.supports)
+
+
+def _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                 in_features, out_features, check_data):
+    op = "linear_ternary_a8"
+    check_x(op, x)
+    check_tensor(op, "packed", packed, dtypes=(torch.int32,), ndim=2, device=x.device,
+                 what="ternary-2bit weight (N, K/16) (the int8 path takes the 2-bit packing)")
+    K = packed.shape[1] * 16
+    check_ternary_weight(op, packed, scale, K, x.device, check_data)
+    return check_layer_args(op, x, packed.shape[0], K, bias, q_in, signs_in, q_out, signs_out,
+                            transform_in, transform_out, in_features, out_features)
+
+
+@torch.library.custom_op("quipkern::linear_ternary_a8", mutates_args=())
+def linear_ternary_a8(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    q_in: Optional[torch.Tensor] = None,
+    signs_in: Optional[torch.Tensor] = None,
+    q_out: Optional[torch.Tensor] = None,
+    signs_out: Optional[torch.Tensor] = None,
+    transform_in: bool = False,
+    transform_out: bool = False,
+    in_features: int = -1,
+    out_features: int = -1,
+) -> torch.Tensor:
+    n_out = _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                         in_features, out_features, True)
+    N, K = packed.shape[0], packed.shape[1] * 16
+    if x.numel() == 0:
+        return x.new_empty((*x.shape[:-1], n_out))
+    dev = x.device.type
+    x2 = x.reshape(-1, x.shape[-1])
+    if transform_in:
+        x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
+    elif x2.shape[-1] < K:
+        x2 = torch.nn.functional.pad(x2, (0, K - x2.shape[-1]))
+    q, s = _ref.quantize_int8_rows(x2)
+    ints = matmul_ternary_int8(q, packed)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    y = (ints.to(acc) * s.to(acc) * scale.to(acc)).to(x.dtype)
+    if transform_out:
+        y = backend.dispatch("rht", dev, y, q_out, None, signs_out, 1.0, True, N, n_out)
+    else:
+        y = y[:, :n_out]
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.reshape(*x.shape[:-1], n_out).contiguous()
+
+
+@linear_ternary_a8.register_fake
+def _(x, packed, scale, bias=None, q_in=None, signs_in=None, q_out=None, signs_out=None, transform_in=False,
+      transform_out=False, in_features=-1, out_features=-1):
+    n_out = _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                         in_features, out_features, False)
+    return x.new_empty((*x.shape[:-1], n_out))

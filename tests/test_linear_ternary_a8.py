@@ -1,0 +1,92 @@
+"""W1.58A8: the int8 x ternary matmul gives exactly the integers of a plain integer
+matmul on every backend; the layer matches its float64 description; bad input errors."""
+
+import pytest
+import torch
+
+import quipkern
+from quipkern.formats import pack_ternary_2bit
+from quipkern.ops import backend
+from quipkern.reference import linear_ternary_a8 as ref
+
+from .layer_cases import transforms
+from .utils import HAS_CUDA, kernel_backends, rel_err
+
+SHAPES = [(1, 64, 64), (3, 96, 128), (16, 40, 192), (33, 130, 256), (7, 1, 64)] + (
+    [(1, 4096, 4096), (16, 11008, 4096), (256, 4096, 11008), (4096, 1024, 8192)] if HAS_CUDA else [])
+
+
+def _case(M, N, K, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (M, K), generator=g).to(torch.int8)
+    trits = torch.randint(-1, 2, (N, K), generator=g)
+    return q.to(device), trits, pack_ternary_2bit(trits).to(device)
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_int8_matmul_is_exact(name, device, M, N, K):
+    q, trits, packed = _case(M, N, K, device, seed=M + N + K)
+    out = torch.full((M, N), -7, dtype=torch.int32, device=device)  # poison
+    backend.implementation("matmul_ternary_int8", name)(q, packed, out=out)
+    expect = q.cpu().to(torch.int64) @ trits.T
+    assert torch.equal(out.cpu().to(torch.int64), expect)
+
+
+def test_extreme_values_and_op():
+    # every activation at +-127 against every trit: the largest |sums| (127 K) stay exact
+    K = 256
+    q = torch.tensor([[127] * K, [-127] * K, [127, -127] * (K // 2)], dtype=torch.int8)
+    trits = torch.stack([torch.ones(K), -torch.ones(K), torch.zeros(K)]).long()
+    out = quipkern.matmul_ternary_int8(q, pack_ternary_2bit(trits))
+    assert out.tolist() == [[127 * K, -127 * K, 0], [-127 * K, 127 * K, 0], [0, 0, 0]]
+
+
+def test_quantize_rows():
+    x = torch.randn(5, 300, dtype=torch.float64)
+    x[2] = 0
+    q, s = ref.quantize_int8_rows(x)
+    assert q.dtype == torch.int8 and s.shape == (5, 1)
+    assert int(q.abs().max()) == 127 and torch.all(q[2] == 0) and s[2].item() == 1.0
+    assert (x - q.double() * s.double()).abs().max() <= 0.5 * s.max() + 1e-12
+
+
+@pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_layer_matches_float64_description(tin, tout, dtype):
+    M, N, K = 4, 96, 384
+    torch.manual_seed(1)
+    trits = torch.randint(-1, 2, (N, K))
+    packed = pack_ternary_2bit(trits)
+    scale = torch.rand(N) * 0.02 + 0.01
+    bias = torch.randn(N)
+    kw = transforms(N, K, tin, tout, q_dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    x = torch.randn(M, K).to(dtype)
+    y = quipkern.linear_ternary_a8(x, packed, scale, bias.to(dtype), **kw)
+    assert y.shape == (M, N) and y.dtype == dtype
+    r = ref.linear_ternary_a8(x, packed, scale, bias.to(dtype), **kw)
+    assert rel_err(y, r) < {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    # against the float layer: int8 activations cost ~ 1/127 of the row's range
+    f = quipkern.reference.linear_ternary(x.double(), packed, scale, bias, **{
+        k: (v.double() if k.startswith("q_") and v is not None else v) for k, v in kw.items()})
+    assert rel_err(y, f) < 0.03
+    if not tin and dtype == torch.float64:  # no transform: the integers are the reference's exactly
+        q, s = ref.quantize_int8_rows(x)
+        exact = (q.long() @ trits.T).double() * s.double() * scale.double() + bias.double()
+        assert rel_err(y, exact) < 1e-14
+
+
+def test_fake_and_errors():
+    packed = pack_ternary_2bit(torch.randint(-1, 2, (8, 64)))
+    scale = torch.ones(8)
+    torch.library.opcheck(torch.ops.quipkern.matmul_ternary_int8.default,
+                          (torch.randint(-127, 128, (3, 64), dtype=torch.int8), packed))
+    torch.library.opcheck(torch.ops.quipkern.linear_ternary_a8.default, (torch.randn(2, 64), packed, scale))
+    with pytest.raises(TypeError, match="'q' must have dtype torch.int8"):
+        quipkern.matmul_ternary_int8(torch.zeros(2, 64), packed)
+    with pytest.raises(ValueError, match="holds K = 64 columns; 'q' has K = 128"):
+        quipkern.matmul_ternary_int8(torch.zeros(2, 128, dtype=torch.int8), packed)
+    with pytest.raises(TypeError, match="'packed' must have dtype torch.int32"):
+        quipkern.linear_ternary_a8(torch.randn(2, 80), torch.zeros(8, 16, dtype=torch.uint8), scale)
+    with pytest.raises(ValueError, match="last dim of 'x' must equal in_features=64"):
+        quipkern.linear_ternary_a8(torch.randn(2, 65), packed, scale)
