@@ -99,9 +99,37 @@ def test_kernels_ternary_2bit(name, device, M, dtype, per_row, tin, tout):
     assert rel_err(out, ref) < LAYER_TOL[dtype]
 
 
-def test_base3_has_no_kernel_yet():
+def test_base3_is_refused_by_the_2bit_cuda_kernel():
     (packed, scale), _ = ternary_case(16, 80, "base3", True)
-    for name in backend.available("linear_ternary"):
-        if name != "reference":
-            assert "ternary-base3" in backend.why_not(
-                "linear_ternary", name, torch.randn(1, 80).half(), packed, scale, None, None, None, None, None, False, False)
+    if "cuda" in backend.available("linear_ternary"):
+        assert "ternary-base3" in backend.why_not(
+            "linear_ternary", "cuda", torch.randn(1, 80).half(), packed, scale, None, None, None, None, None,
+            False, False, 80, 16, 80)
+
+
+@pytest.mark.parametrize("name,device", [p for p in kernel_backends("linear_ternary") if p[0] == "triton"])
+@pytest.mark.parametrize("M", [1, 3, 16, 33])
+@pytest.mark.parametrize("N,K", [(16, 80), (40, 100), (96, 384), (33, 777)] + ([(4096, 4096), (11008, 4096)]
+                                                                            if HAS_CUDA else []))
+@pytest.mark.parametrize("per_row,tin,tout", [(True, False, False), (False, True, True)])
+def test_base3_triton_kernel(name, device, M, N, K, per_row, tin, tout):
+    dtype = torch.bfloat16 if HAS_CUDA else torch.float32
+    if tin or tout:
+        from quipkern import width_plan
+
+        Kp, Np = width_plan(K).padded, width_plan(N).padded
+    else:
+        Kp, Np = K, N
+    (packed, scale), _ = ternary_case(Np, Kp, "base3", per_row, device)
+    kw = transforms(Np, Kp, tin, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout,
+            K, N, Kp)
+    why = backend.why_not("linear_ternary", name, *args)
+    assert why is None, why
+    out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
+    backend.implementation("linear_ternary", name)(*args, out=out)
+    ref = linear_ternary_ref(x.double(), packed, scale, bias.double(), *args[4:])
+    assert rel_err(out, ref) < LAYER_TOL[dtype]
+

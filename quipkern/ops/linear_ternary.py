@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from .. import triton as _triton
 from ..formats.ternary import check_ternary_weight
 from ..reference import linear_ternary as _reference
 from . import backend
@@ -109,7 +110,7 @@ def _two_bit_backend(name):
     def can_run(x, packed, scale, bias, *rest):
         rest = rest[:-1]  # K: the 2-bit backends read it off 'packed'
         if packed.dtype != torch.int32:
-            return "only the ternary-2bit layout has kernels (ternary-base3 runs on the reference)"
+            return "the 2-bit kernels take the ternary-2bit layout (ternary-base3 has a Triton kernel of its own)"
         if x.dtype not in (torch.float16, torch.bfloat16):
             return f"float16 / bfloat16 activations only (the scale is rounded to float16); got {x.dtype}"
         # the 2-bit backends decide on x and the weight's shape, not on scale values:
@@ -122,3 +123,46 @@ def _two_bit_backend(name):
 for _name in ("triton", "cuda"):
     if _name in backend.available("linear_2bit"):
         backend.register("linear_ternary", _name, *_two_bit_backend(_name))
+
+
+# The ternary-base3 layout has its own Triton kernel (triton/linear_ternary.py); the
+# transforms and the cut of padded outputs go through the rht op, as in linear_2bit.
+if _triton.AVAILABLE:
+    from ..triton import linear_ternary as _tlt
+
+    def _base3_triton(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                      in_features, out_features, K, out=None):
+        N, n_out, dev = packed.shape[0], out_features, x.device.type
+        x2 = x.reshape(-1, x.shape[-1])
+        if transform_in:
+            x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
+        if out is None:
+            out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device=x.device)
+        out2 = out.view(-1, n_out)
+        direct = not transform_out and n_out == N
+        y = _tlt.matmul_base3(x2, packed, scale, bias if direct else None, out2 if direct else None)
+        if transform_out:
+            y = backend.dispatch("rht", dev, y, q_out, None, signs_out, 1.0, True, N, n_out, out=out2)
+        elif not direct:
+            out2.copy_(y[:, :n_out])
+        if bias is not None and not direct:
+            out2.add_(bias)
+        return out
+
+    # one "triton" backend for both layouts: int32 -> the 2-bit kernels, uint8 -> base-3
+    _two_bit_run, _two_bit_can = (_two_bit_backend("triton") if "triton" in backend.available("linear_2bit")
+                                  else (None, None))
+
+    def _triton_run(x, packed, *rest, out=None):
+        if packed.dtype == torch.uint8:
+            return _base3_triton(x, packed, *rest, out=out)
+        return _two_bit_run(x, packed, *rest, out=out)
+
+    def _triton_can(x, packed, scale, *rest):
+        if packed.dtype == torch.uint8:
+            return _tlt.supports(x, packed, scale)
+        if _two_bit_can is None:
+            return "no Triton 2-bit kernels here"
+        return _two_bit_can(x, packed, scale, *rest)
+
+    backend.register("linear_ternary", "triton", _triton_run, _triton_can)
