@@ -43,9 +43,9 @@ def _matmul_base3_kernel(
                          mask=n_ok[:, None] & b_ok[None, :], other=121).to(tl.int32)  # 121: five zero trits
         # column of digit i for byte bidx: 80 · (bidx // 16) + 16 i + bidx % 16
         col0 = 80 * (bidx // 16) + bidx % 16
-        p = 1
         for i in tl.static_range(5):
-            t = ((bytes_ // p) % 3 - 1).to(tl.float32)  # (BLOCK_N, BYTES)
+            t = (bytes_ % 3 - 1).to(tl.float32)  # digit i: (BLOCK_N, BYTES)
+            bytes_ = bytes_ // 3
             col = col0 + 16 * i
             xi = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * x_stride + col[None, :],
                          mask=m_ok[:, None] & (b_ok & (col < x_cols))[None, :], other=0.0)
@@ -53,7 +53,6 @@ def _matmul_base3_kernel(
                 acc += tl.dot(xi.to(tl.float32), tl.trans(t), input_precision="ieee")
             else:
                 acc += tl.dot(xi, tl.trans(t.to(xi.dtype)))  # trits are exact in fp16/bf16
-            p = p * 3
     if PER_ROW:
         s = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
     else:
