@@ -89,6 +89,12 @@ def configurations(ranks: list[int]) -> list[tuple[str, QuantConfig]]:
         ("(d') ternary absmean + RHT", QuantConfig(format="ternary", transform=True,
                                                     include=("encoder.*",), exclude=("pooler*",))),
     ]
+    # BitNet a4.8 / v2: integer activations, made quantizable by the Hadamard transform
+    for bits in (8, 4):
+        for t in (False, True):
+            rows.append((f"(e) ternary, int{bits} activations" + (" + RHT" if t else ""),
+                         QuantConfig(format="ternary", transform=t, layout="2bit", act_bits=bits,
+                                     include=("encoder.*",), exclude=("pooler*",))))
     for r in ranks:
         rows.append((f"(c) + rank {r}", QuantConfig(format="2bit", transform=True, method="ldlq", rank=r, **common)))
     return rows

@@ -38,6 +38,8 @@ class QuantConfig:
     rank:        > 0 adds a high-precision low-rank term W ≈ Ŵ + L R (2-bit)
     layout:      "base3" (1.6 bits) or "2bit"                 (ternary)
     per_row:     one scale per row instead of per tensor       (ternary)
+    act_bits:    None (fp16/bf16/fp32 activations), 8 or 4: integer activations (ternary,
+                 layout "2bit"; W1.58A8 / A4, inference only)
     include / exclude: fnmatch patterns on module names (exclude wins)
     types:       module classes to consider (nn.Linear subclasses)
     damp:        LDLQ damping, as a fraction of the mean Hessian diagonal
@@ -52,6 +54,7 @@ class QuantConfig:
     rank: int = 0
     layout: str = "base3"
     per_row: bool = True
+    act_bits: int | None = None
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     types: tuple[type, ...] = (nn.Linear,)
@@ -65,6 +68,10 @@ class QuantConfig:
             raise ValueError(f"QuantConfig: method must be one of {METHODS}; got {self.method!r}")
         if self.format == "ternary" and (self.method != "rtn" or self.rank):
             raise ValueError("QuantConfig: ternary uses the absmean quantizer (method 'rtn', rank 0)")
+        if self.act_bits is not None and (self.format != "ternary" or self.act_bits not in (8, 4)
+                                          or self.layout != "2bit"):
+            raise ValueError("QuantConfig: act_bits (8 or 4) goes with format 'ternary' and layout '2bit'; "
+                             f"got act_bits={self.act_bits!r}, format={self.format!r}, layout={self.layout!r}")
         if isinstance(self.include, str) or isinstance(self.exclude, str):
             raise TypeError("QuantConfig: include / exclude must be tuples of patterns, not a string")
         self.include, self.exclude, self.types = tuple(self.include), tuple(self.exclude), tuple(self.types)
@@ -87,7 +94,7 @@ class QuantConfig:
                               group_size=self.group_size, asymmetric=self.asymmetric, transform=self.transform,
                               rank=self.rank, **kw)
         return TernaryLinear(linear.in_features, linear.out_features, linear.bias is not None, layout=self.layout,
-                             per_row=self.per_row, transform=self.transform, **kw)
+                             per_row=self.per_row, transform=self.transform, act_bits=self.act_bits, **kw)
 
 
 @dataclasses.dataclass

@@ -45,7 +45,7 @@ def test_extreme_values_and_op():
 def test_quantize_rows():
     x = torch.randn(5, 300, dtype=torch.float64)
     x[2] = 0
-    q, s = ref.quantize_int8_rows(x)
+    q, s = ref.quantize_act_rows(x)
     assert q.dtype == torch.int8 and s.shape == (5, 1)
     assert int(q.abs().max()) == 127 and torch.all(q[2] == 0) and s[2].item() == 1.0
     assert (x - q.double() * s.double()).abs().max() <= 0.5 * s.max() + 1e-12
@@ -71,7 +71,7 @@ def test_layer_matches_float64_description(tin, tout, dtype):
         k: (v.double() if k.startswith("q_") and v is not None else v) for k, v in kw.items()})
     assert rel_err(y, f) < 0.03
     if not tin and dtype == torch.float64:  # no transform: the integers are the reference's exactly
-        q, s = ref.quantize_int8_rows(x)
+        q, s = ref.quantize_act_rows(x)
         exact = (q.long() @ trits.T).double() * s.double() * scale.double() + bias.double()
         assert rel_err(y, exact) < 1e-14
 
@@ -90,3 +90,47 @@ def test_fake_and_errors():
         quipkern.linear_ternary_a8(torch.randn(2, 80), torch.zeros(8, 16, dtype=torch.uint8), scale)
     with pytest.raises(ValueError, match="last dim of 'x' must equal in_features=64"):
         quipkern.linear_ternary_a8(torch.randn(2, 65), packed, scale)
+
+
+def test_int4_activations():
+    x = torch.randn(6, 256, dtype=torch.float64)
+    q, s = ref.quantize_act_rows(x, 4)
+    assert int(q.abs().max()) == 7 and (x - q.double() * s.double()).abs().max() <= 0.5 * s.max() + 1e-12
+    trits = torch.randint(-1, 2, (32, 256))
+    packed, scale = pack_ternary_2bit(trits), torch.rand(32) + 0.5
+    y4 = quipkern.linear_ternary_a8(x, packed, scale, act_bits=4)
+    exact = (q.long() @ trits.T).double() * s.double() * scale.double()
+    assert rel_err(y4, exact) < 1e-14
+    y8 = quipkern.linear_ternary_a8(x, packed, scale)
+    f = quipkern.reference.linear_ternary(x, packed, scale)
+    assert rel_err(y8, f) < rel_err(y4, f) < 0.3
+    with pytest.raises(ValueError, match=r"act_bits must be one of \(8, 4\)"):
+        quipkern.linear_ternary_a8(x, packed, scale, act_bits=2)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_ternary_linear_with_integer_activations(bits, tmp_path):
+    from torch import nn
+
+    torch.manual_seed(3)
+    lin = nn.Linear(384, 96)
+    layer = quipkern.TernaryLinear.from_linear(lin, layout="2bit", transform=True, act_bits=bits)
+    assert f"act_bits={bits}" in repr(layer)
+    x = torch.randn(5, 384)
+    y = layer(x)
+    r = ref.linear_ternary_a8(x, layer.packed, layer.scale, layer.bias, *layer._transform_args(), act_bits=bits)
+    assert rel_err(y, r) < 1e-5
+    a16 = quipkern.TernaryLinear.from_linear(lin, layout="2bit", transform=True)(x)
+    assert rel_err(y, a16) < (0.02 if bits == 8 else 0.3)
+    with pytest.raises(ValueError, match="act_bits must be None or one of"):
+        quipkern.TernaryLinear(384, 96, layout="base3", act_bits=8)
+    with pytest.raises(ValueError, match="act_bits .8 or 4. goes with format 'ternary'"):
+        quipkern.QuantConfig(format="2bit", act_bits=8)
+    # the setting survives a checkpoint
+    model = nn.Sequential(nn.Linear(384, 96))
+    cfg = quipkern.QuantConfig(format="ternary", layout="2bit", act_bits=bits, transform=True)
+    quipkern.quantize_model(model, cfg)
+    quipkern.save_quantized(model, str(tmp_path / "m.safetensors"), cfg)
+    fresh = nn.Sequential(nn.Linear(384, 96, device="meta")).to_empty(device="cpu")
+    quipkern.load_quantized(fresh, str(tmp_path / "m.safetensors"))
+    assert fresh[0].act_bits == bits and torch.equal(fresh(x), model(x))

@@ -4,12 +4,14 @@ torch.ops.quipkern.matmul_ternary_int8(q, packed) -> int32 (M, N): q int8 (M, K)
 the trits of packed int32 (N, K/16), transposed; exact integers on every backend.
 
 torch.ops.quipkern.linear_ternary_a8(x, packed, scale, bias, q_in, signs_in, q_out,
-signs_out, transform_in, transform_out, in_features, out_features): the layer of
+signs_out, transform_in, transform_out, in_features, out_features, act_bits): the layer of
 quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Hadamard
 smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization in
 torch, the integer matmul above and a float epilogue (row scale · weight scale, output
-transform, bias).  Arguments as in ops/linear_ternary.py; inference only (no autograd:
-the rounding to int8 has no useful gradient).
+transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
+multiplied by the same exact integer kernel; BitNet v2 / a4.8's A4 after the Hadamard
+transform).  Arguments as in ops/linear_ternary.py; inference only (no autograd: the
+rounding has no useful gradient).
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ if _triton.AVAILABLE:
 
 
 def _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                 in_features, out_features, check_data):
+                 in_features, out_features, act_bits, check_data):
     op = "linear_ternary_a8"
+    if act_bits not in _ref.ACT_BITS:
+        raise ValueError(f"{op}: act_bits must be one of {_ref.ACT_BITS}; got {act_bits!r}")
     check_x(op, x)
     check_tensor(op, "packed", packed, dtypes=(torch.int32,), ndim=2, device=x.device,
                  what="ternary-2bit weight (N, K/16) (the int8 path takes the 2-bit packing)")
@@ -87,9 +91,10 @@ def linear_ternary_a8(
     transform_out: bool = False,
     in_features: int = -1,
     out_features: int = -1,
+    act_bits: int = 8,
 ) -> torch.Tensor:
     n_out = _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                         in_features, out_features, True)
+                         in_features, out_features, act_bits, True)
     N, K = packed.shape[0], packed.shape[1] * 16
     if x.numel() == 0:
         return x.new_empty((*x.shape[:-1], n_out))
@@ -99,7 +104,7 @@ def linear_ternary_a8(
         x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
     elif x2.shape[-1] < K:
         x2 = torch.nn.functional.pad(x2, (0, K - x2.shape[-1]))
-    q, s = _ref.quantize_int8_rows(x2)
+    q, s = _ref.quantize_act_rows(x2, act_bits)
     ints = matmul_ternary_int8(q, packed)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     y = (ints.to(acc) * s.to(acc) * scale.to(acc)).to(x.dtype)
@@ -114,7 +119,7 @@ def linear_ternary_a8(
 
 @linear_ternary_a8.register_fake
 def _(x, packed, scale, bias=None, q_in=None, signs_in=None, q_out=None, signs_out=None, transform_in=False,
-      transform_out=False, in_features=-1, out_features=-1):
+      transform_out=False, in_features=-1, out_features=-1, act_bits=8):
     n_out = _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                         in_features, out_features, False)
+                         in_features, out_features, act_bits, False)
     return x.new_empty((*x.shape[:-1], n_out))

@@ -2,7 +2,8 @@
 int8 kernels.
 
     x' = T_in · S_in · x                         (optional, H-BitLinear / BitNet a4.8)
-    q, s_x = per-row absmax int8 of x':  s_x = max|x'_row| / 127,  q = round(x' / s_x) in [-127, 127]
+    q, s_x = per-row absmax of x':  s_x = max|x'_row| / Q,  q = round(x' / s_x) in [-Q, Q]
+             Q = 127 for int8 activations (A8), 7 for int4 (A4, held in int8)
     acc = q · tritsᵀ                              exact int32 (|acc| <= 127 · K)
     y   = S_out · T_outᵀ · (acc · s_x · scale) + bias
 
@@ -19,17 +20,20 @@ import torch
 from ..formats.two_bit import unpack_2bit
 from .rht import compute_dtype, rht
 
-__all__ = ["quantize_int8_rows", "matmul_ternary_int8", "linear_ternary_a8"]
+__all__ = ["ACT_BITS", "quantize_act_rows", "matmul_ternary_int8", "linear_ternary_a8"]
+
+ACT_BITS = (8, 4)
 
 
-def quantize_int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (..., K) -> (q int8 (..., K), s float32 (..., 1)) with x ≈ q · s per row; an
-    all-zero row gets s = 1 (and q = 0)."""
+def quantize_act_rows(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., K) -> (q int8 (..., K), s float32 (..., 1)) with x ≈ q · s per row, q in
+    [-(2^(bits-1) - 1), 2^(bits-1) - 1]; an all-zero row gets s = 1 (and q = 0)."""
+    qmax = float(2 ** (bits - 1) - 1)
     acc = compute_dtype(x.dtype)
     xa = x.to(acc)
     amax = xa.abs().amax(dim=-1, keepdim=True)
-    s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    q = torch.clamp(torch.round(xa / s), -127, 127).to(torch.int8)
+    s = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    q = torch.clamp(torch.round(xa / s), -qmax, qmax).to(torch.int8)
     return q, s.to(torch.float32)
 
 
@@ -40,13 +44,13 @@ def matmul_ternary_int8(q: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
 
 
 def linear_ternary_a8(x, packed, scale, bias=None, q_in=None, signs_in=None, q_out=None, signs_out=None,
-                      transform_in=False, transform_out=False, in_features=-1, out_features=-1):
+                      transform_in=False, transform_out=False, in_features=-1, out_features=-1, act_bits=8):
     N, K = packed.shape[0], packed.shape[1] * 16
     n_out = N if out_features == -1 else out_features
     acc = compute_dtype(x.dtype)
     xt = x.to(acc)
     xt = rht(xt, q_in, signs_in, None, n=K) if transform_in else torch.nn.functional.pad(xt, (0, K - x.shape[-1]))
-    q, s = quantize_int8_rows(xt.to(x.dtype))  # what the rht op hands on: x's dtype
+    q, s = quantize_act_rows(xt.to(x.dtype), act_bits)  # what the rht op hands on: x's dtype
     lead = q.shape[:-1]
     ints = matmul_ternary_int8(q.reshape(-1, K), packed).reshape(*lead, N)
     y = ints.to(acc) * s.to(acc) * scale.to(acc)
