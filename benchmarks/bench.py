@@ -59,6 +59,7 @@ def _weights(op: str, N: int, K: int, count: int, device="cuda"):
     transform arguments; returns (sets, stored bytes per set, fn(x, *set) -> y)."""
     import quipkern
     from quipkern.formats import pack_ternary_2bit, pack_ternary_base3, random_signs
+    from quipkern.formats.ternary import base3_row_bytes
 
     transform = op == "2bit"
     pk, pn = quipkern.width_plan(K, GROUP if op.startswith("2bit") else 64, transform), quipkern.width_plan(N)
@@ -83,7 +84,7 @@ def _weights(op: str, N: int, K: int, count: int, device="cuda"):
             trits = torch.randint(-1, 2, (N, Kp), device=device, dtype=torch.int64)
             packed = pack_ternary_base3(trits.cpu()).to(device) if base3 else pack_ternary_2bit(trits)
             sets.append((packed, torch.rand(N, device=device) * 0.01 + 0.001))
-        nbytes = sets[0][0].numel() * sets[0][0].element_size() + 4 * N
+        nbytes = N * (base3_row_bytes(Kp) if base3 else Kp // 4) + 4 * N  # packed + fp32 row scales
         fn = lambda x, p, s: quipkern.linear_ternary(x, p, s, None, in_features=K, out_features=N,  # noqa: E731
                                                      K=Kp)
     return sets, nbytes, fn
@@ -93,8 +94,8 @@ def bench_linear(op: str, N: int, K: int, Ms, dtype, bf16_times: dict) -> list[r
     from quipkern.ops import backend
 
     rows = []
-    probe, nbytes, fn = _weights(op, N, K, 1)
-    sets, _, _ = _weights(op, N, K, rig.rotations(nbytes))
+    sets, nbytes, fn = _weights(op, N, K, 1)
+    sets += _weights(op, N, K, rig.rotations(nbytes) - 1)[0]  # rotated over >= 3x L2
     for M in Ms:
         x = torch.randn(M, K, device="cuda", dtype=dtype)
         if (M, N, K) not in bf16_times:
@@ -104,7 +105,7 @@ def bench_linear(op: str, N: int, K: int, Ms, dtype, bf16_times: dict) -> list[r
         t_bf16 = bf16_times[(M, N, K)]
         t = rig.time_graph(lambda p, s: fn(x, p, s), sets)
         opname = "linear_2bit" if op.startswith("2bit") else "linear_ternary"
-        impl = backend.choose(opname, "cuda", *_dispatch_args(op, x, probe[0], N, K))
+        impl = backend.choose(opname, "cuda", *_dispatch_args(op, x, sets[0], N, K))
         chosen = next((b for b in backend.available(opname) if backend.implementation(opname, b) is impl.fn), "?")
         row = rig.Row("linear", op, f"M={M} {N}x{K}", t, nbytes, bf16_seconds=t_bf16,
                       extra=dict(M=M, N=N, K=K, op=op, backend=chosen,

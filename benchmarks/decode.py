@@ -130,6 +130,7 @@ def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
     """Swap the blocks' Linear layers for quipkern layers of format `fmt` holding random
     codes (2-bit: g = 128 scales; ternary: per-row scale, ternary-2bit layout)."""
     from quipkern import QuipLinear, TernaryLinear
+    from quipkern.formats import pack_ternary_2bit
 
     if fmt == "bf16":
         return
@@ -149,8 +150,6 @@ def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
             else:
                 layer = TernaryLinear(lin.in_features, lin.out_features, False, layout="2bit", **kw)
                 trits = torch.randint(0, 3, (layer.packed.shape[0], layer.packed.shape[1] * 16), generator=g)
-                from quipkern.formats import pack_ternary_2bit
-
                 layer.packed.copy_(pack_ternary_2bit(trits - 1))
                 layer.scale.fill_(1.0 / math.sqrt(0.67 * lin.in_features))
             layer.init_signs(seed + i)

@@ -84,19 +84,29 @@ def test_bad_inputs():
 @pytest.mark.parametrize("per_row,tin,tout", [(True, True, True), (False, False, False)])
 def test_kernels_ternary_2bit(name, device, M, dtype, per_row, tin, tout):
     N, K = (4096, 4096) if HAS_CUDA else (96, 256)
-    (packed, scale), _ = ternary_case(N, K, "2bit", per_row, device)
-    kw = transforms(N, K, tin, tout, device)
+    why = _check_kernel(name, device, M, N, K, N, K, "2bit", dtype, per_row, tin, tout)
+    if why:
+        pytest.skip(why)
+
+
+def _check_kernel(name, device, M, N, K, Np, Kp, layout, dtype, per_row, tin, tout):
+    """Run backend `name` on a random (Np, Kp) ternary weight used as an (N, K) layer into
+    a poisoned output and compare with the float64 reference; returns why_not instead
+    when the backend cannot take the call."""
+    (packed, scale), _ = ternary_case(Np, Kp, layout, per_row, device)
+    kw = transforms(Np, Kp, tin, tout, device)
     bias = torch.randn(N, device=device).to(dtype)
     x = torch.randn(M, K, device=device).to(dtype)
     args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout,
-            K, N, K)
+            K, N, Kp)
     why = backend.why_not("linear_ternary", name, *args)
     if why:
-        pytest.skip(why)
+        return why
     out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
     backend.implementation("linear_ternary", name)(*args, out=out)
     ref = linear_ternary_ref(x.double(), packed, scale, bias.double(), *args[4:])
     assert rel_err(out, ref) < LAYER_TOL[dtype]
+    return None
 
 
 def test_base3_is_refused_by_the_2bit_cuda_kernel():
@@ -120,16 +130,6 @@ def test_base3_triton_kernel(name, device, M, N, K, per_row, tin, tout):
         Kp, Np = width_plan(K).padded, width_plan(N).padded
     else:
         Kp, Np = K, N
-    (packed, scale), _ = ternary_case(Np, Kp, "base3", per_row, device)
-    kw = transforms(Np, Kp, tin, tout, device)
-    bias = torch.randn(N, device=device).to(dtype)
-    x = torch.randn(M, K, device=device).to(dtype)
-    args = (x, packed, scale, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"), kw.get("signs_out"), tin, tout,
-            K, N, Kp)
-    why = backend.why_not("linear_ternary", name, *args)
+    why = _check_kernel(name, device, M, N, K, Np, Kp, "base3", dtype, per_row, tin, tout)
     assert why is None, why
-    out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
-    backend.implementation("linear_ternary", name)(*args, out=out)
-    ref = linear_ternary_ref(x.double(), packed, scale, bias.double(), *args[4:])
-    assert rel_err(out, ref) < LAYER_TOL[dtype]
 

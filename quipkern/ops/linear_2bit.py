@@ -26,7 +26,7 @@ from ..formats.two_bit import check_2bit_weight
 from ..reference import linear_2bit as _reference
 from . import backend
 from .dequantize_2bit import dequantize_2bit
-from .transformed_linear import check_layer_args, check_x, register_linear_autograd
+from .transformed_linear import check_layer_args, check_x, composed_forward, register_linear_autograd
 
 __all__ = ["linear_2bit"]
 
@@ -94,31 +94,15 @@ def _rows(x):
 
 def composed(matmul):
     """A backend implementation of linear_2bit from `matmul(x2, packed, scales, zeros, bias, out)`
-    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias): the transforms run through the rht op's dispatch,
-    which also zero-pads x to K and cuts the output to out_features for padded layers."""
+    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias), through composed_forward (transforms, padding, cut)."""
 
     def impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
              in_features=-1, out_features=-1, out=None):
-        N, K, k_in = packed.shape[0], packed.shape[1] * 16, x.shape[-1]
-        n_out = N if out_features == -1 else out_features
-        x2 = x.reshape(-1, k_in)
-        if transform_in:
-            x2 = backend.dispatch("rht", x.device.type, x2, q_in, signs_in, None, 1.0, False, K, K)
-        elif k_in < K:
-            x2 = torch.nn.functional.pad(x2, (0, K - k_in))
-        if out is None:
-            out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device=x.device)
-        out2 = out.view(-1, n_out)
-        direct = not transform_out and n_out == N  # the matmul can write the result itself
-        fused_bias = bias if bias is not None and bias.dtype == x.dtype and direct else None
-        y = matmul(x2, packed, scales, zeros, fused_bias, out2 if direct else None)
-        if transform_out:
-            y = backend.dispatch("rht", x.device.type, y, q_out, None, signs_out, 1.0, True, N, n_out, out=out2)
-        elif y is not out2:
-            out2.copy_(y[:, :n_out])
-        if bias is not None and fused_bias is None:
-            out2.add_(bias)
-        return out
+        N, K = packed.shape[0], packed.shape[1] * 16
+        return composed_forward(
+            x, N, K, N if out_features == -1 else out_features, bias, q_in, signs_in, q_out, signs_out,
+            transform_in, transform_out, lambda x2, b, o: matmul(x2, packed, scales, zeros, b, o),
+            fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
 
     return impl
 

@@ -20,7 +20,7 @@ from ..formats.ternary import check_ternary_weight
 from ..reference import linear_ternary as _reference
 from . import backend
 from .dequantize_ternary import dequantize_ternary
-from .transformed_linear import check_layer_args, check_x, register_linear_autograd
+from .transformed_linear import check_layer_args, check_x, composed_forward, register_linear_autograd
 
 __all__ = ["linear_ternary"]
 
@@ -126,28 +126,15 @@ for _name in ("triton", "cuda"):
 
 
 # The ternary-base3 layout has its own Triton kernel (triton/linear_ternary.py); the
-# transforms and the cut of padded outputs go through the rht op, as in linear_2bit.
+# transforms and the cut of padded outputs go through composed_forward, as in linear_2bit.
 if _triton.AVAILABLE:
     from ..triton import linear_ternary as _tlt
 
     def _base3_triton(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
                       in_features, out_features, K, out=None):
-        N, n_out, dev = packed.shape[0], out_features, x.device.type
-        x2 = x.reshape(-1, x.shape[-1])
-        if transform_in:
-            x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
-        if out is None:
-            out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device=x.device)
-        out2 = out.view(-1, n_out)
-        direct = not transform_out and n_out == N
-        y = _tlt.matmul_base3(x2, packed, scale, bias if direct else None, out2 if direct else None)
-        if transform_out:
-            y = backend.dispatch("rht", dev, y, q_out, None, signs_out, 1.0, True, N, n_out, out=out2)
-        elif not direct:
-            out2.copy_(y[:, :n_out])
-        if bias is not None and not direct:
-            out2.add_(bias)
-        return out
+        return composed_forward(x, packed.shape[0], K, out_features, bias, q_in, signs_in, q_out, signs_out,
+                                transform_in, transform_out,
+                                lambda x2, b, o: _tlt.matmul_base3(x2, packed, scale, b, o), out=out)
 
     # one "triton" backend for both layouts: int32 -> the 2-bit kernels, uint8 -> base-3
     _two_bit_run, _two_bit_can = (_two_bit_backend("triton") if "triton" in backend.available("linear_2bit")

@@ -25,7 +25,7 @@ from .._checks import check_tensor
 from ..formats.ternary import check_ternary_weight
 from ..reference import linear_ternary_a8 as _ref
 from . import backend
-from .transformed_linear import check_layer_args, check_x
+from .transformed_linear import check_layer_args, check_x, composed_forward
 
 __all__ = ["matmul_ternary_int8", "linear_ternary_a8"]
 
@@ -98,23 +98,15 @@ def linear_ternary_a8(
     N, K = packed.shape[0], packed.shape[1] * 16
     if x.numel() == 0:
         return x.new_empty((*x.shape[:-1], n_out))
-    dev = x.device.type
-    x2 = x.reshape(-1, x.shape[-1])
-    if transform_in:
-        x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
-    elif x2.shape[-1] < K:
-        x2 = torch.nn.functional.pad(x2, (0, K - x2.shape[-1]))
-    q, s = _ref.quantize_act_rows(x2, act_bits)
-    ints = matmul_ternary_int8(q, packed)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    y = (ints.to(acc) * s.to(acc) * scale.to(acc)).to(x.dtype)
-    if transform_out:
-        y = backend.dispatch("rht", dev, y, q_out, None, signs_out, 1.0, True, N, n_out)
-    else:
-        y = y[:, :n_out]
-    if bias is not None:
-        y = y + bias.to(y.dtype)
-    return y.reshape(*x.shape[:-1], n_out).contiguous()
+
+    def int_matmul(x2, _bias, o):  # never handed the bias (fuse_bias=False): it is added after the cut
+        q, s = _ref.quantize_act_rows(x2, act_bits)
+        y = matmul_ternary_int8(q, packed).to(acc) * s.to(acc)
+        return torch.mul(y, scale.to(acc), out=o) if o is not None else (y * scale.to(acc)).to(x.dtype)
+
+    return composed_forward(x, N, K, n_out, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                            int_matmul, fuse_bias=False)
 
 
 @linear_ternary_a8.register_fake

@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 
 from .._checks import FLOAT_DTYPES, check_optional, check_tensor
+from . import backend
 from .rht import check_transform, rht
 
-__all__ = ["check_x", "check_layer_args", "register_linear_autograd"]
+__all__ = ["check_x", "check_layer_args", "register_linear_autograd", "composed_forward"]
 
 
 def check_x(op: str, x) -> None:
@@ -102,3 +103,34 @@ def register_linear_autograd(op, dequantize, n_weight_args: int) -> None:
         return (grad_x,) + (None,) * n_weight_args + (grad_bias,) + (None,) * (ctx.n_rest - 1)
 
     op.register_autograd(backward, setup_context=setup_context)
+
+
+def composed_forward(x, N, K, n_out, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                     matmul, fuse_bias=True, out=None):
+    """The forward of a backend built around its `matmul(x2, bias, out) -> (M, N)`.
+
+    x2 (M, K) is x flattened and put through T_in·S_in (the rht op's dispatch, which also
+    zero-pads x to K), or zero-padded to K without a transform.  matmul computes
+    Ŵ·x2 (+ bias when handed one), into `out` when handed one; it is handed both only
+    when its result is final (no output transform, nothing to cut, and fuse_bias).
+    Then S_out·T_outᵀ and the cut to n_out columns, and the bias if matmul did not add it.
+    Returns out (..., n_out), allocated here when not given."""
+    dev = x.device.type
+    x2 = x.reshape(-1, x.shape[-1])
+    if transform_in:
+        x2 = backend.dispatch("rht", dev, x2, q_in, signs_in, None, 1.0, False, K, K)
+    elif x2.shape[-1] < K:
+        x2 = torch.nn.functional.pad(x2, (0, K - x2.shape[-1]))
+    if out is None:
+        out = torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device=x.device)
+    out2 = out.view(-1, n_out)
+    direct = not transform_out and n_out == N  # the matmul can write the result itself
+    fused_bias = bias if bias is not None and fuse_bias and direct else None
+    y = matmul(x2, fused_bias, out2 if direct else None)
+    if transform_out:
+        backend.dispatch("rht", dev, y, q_out, None, signs_out, 1.0, True, N, n_out, out=out2)
+    elif y is not out2:
+        out2.copy_(y[:, :n_out])
+    if bias is not None and fused_bias is None:
+        out2.add_(bias)
+    return out
