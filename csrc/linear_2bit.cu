@@ -4,9 +4,11 @@
 // x the B operand (one or two n8 tiles), so even M = 1 runs on tensor cores and the
 // CUDA cores only unpack codes.
 //
-// Work split.  A block owns 16 output rows and all of K; its 8 warps take pairs of
-// "units" of K (64 columns = 4 words per row) round-robin, several pairs of loads in
-// flight, and reduce through shared memory at the end.  In a unit, lane (g = lane/4, t = lane%4) loads word t of rows g and g+8:
+// Work split.  A block owns 16 output rows and all of K; its 8 warps take chunks of 4
+// "units" of K (a unit = 64 columns = 4 words per row) round-robin, load the next chunk
+// while multiplying the current one, and reduce through shared memory at the end.  The
+// group size is a template parameter, so a unit's scale index is a shift, not a
+// division.  In a unit, lane (g = lane/4, t = lane%4) loads word t of rows g and g+8:
 //
 //        unit u of rows row0..row0+15 (4 words of 16 codes per row)
 //        word:    0      1      2      3
@@ -36,7 +38,8 @@ namespace quipkern {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kPairs = 4;   // pairs of adjacent units whose loads a warp has in flight together
+constexpr int kUnits = 4;   // units of K in a warp's chunk: 64 contiguous bytes of each of its 16 rows
+constexpr int kStages = 4;  // chunks a warp has in its shared-memory ring: 3 on their way while it computes one
 
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t magic) {
   uint32_t r;
@@ -117,15 +120,25 @@ template <typename T> __device__ __forceinline__ T from_float(float v);
 template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
 
-// B fragments of one unit for batch row b: pairs (x_j, x_{j+8}) of x[b][base .. base+16).
+// x of one unit for batch row b: x[b][base .. base + 16) as two 16-byte loads (zeros
+// for a batch row past M).  Loaded one unit ahead of its use: its latency is what
+// the warp would otherwise wait on in every unit.
+struct XRaw {
+  uint4 v0, v1;
+};
 template <typename T>
-__device__ __forceinline__ void load_x_pairs(const T* __restrict__ src, bool valid, uint32_t (&pair)[8]) {
-  uint4 v0 = make_uint4(0, 0, 0, 0), v1 = v0;
+__device__ __forceinline__ XRaw load_x(const T* __restrict__ src, bool valid) {
+  XRaw r{make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
   if (valid) {
-    v0 = __ldg(reinterpret_cast<const uint4*>(src));
-    v1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
+    r.v0 = __ldg(reinterpret_cast<const uint4*>(src));
+    r.v1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
   }
-  const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};  // w[m] = (x_2m, x_2m+1)
+  return r;
+}
+
+// B fragments of the unit: pairs (x_j, x_{j+8}).
+__device__ __forceinline__ void x_pairs(const XRaw& r, uint32_t (&pair)[8]) {
+  const uint32_t w[8] = {r.v0.x, r.v0.y, r.v0.z, r.v0.w, r.v1.x, r.v1.y, r.v1.z, r.v1.w};  // (x_2m, x_2m+1)
 #pragma unroll
   for (int m = 0; m < 4; ++m) {
     pair[2 * m] = __byte_perm(w[m], w[m + 4], 0x5410);      // (x_2m, x_2m+8)
@@ -133,18 +146,82 @@ __device__ __forceinline__ void load_x_pairs(const T* __restrict__ src, bool val
   }
 }
 
-template <typename T, int NT, bool kAsym, bool kGrouped>
-__global__ void __launch_bounds__(kWarps * 32, 2) gemv_2bit_kernel(const Linear2bitParams p) {
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  // src_bytes = 0 fills the 16 bytes with zeros and reads nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Shared memory of a block: each warp's ring of kStages chunk buffers (16 rows ×
+// kRowWords words; 4 pad words a row make the fragment reads of a unit conflict-free),
+// then the block's group scales (and zeros) as fp16 bits [16][G].
+constexpr int kRowWords = 4 * kUnits + 4;
+constexpr int kRingWords = kWarps * kStages * 16 * kRowWords;
+
+size_t gemv_smem_bytes(int K, int group, bool asym) {
+  const size_t G = group == K ? 0 : K / group;
+  return kRingWords * 4 + ((16 * G * 2 * (asym ? 2 : 1) + 15) & ~size_t(15));
+}
+
+// kGroup: 64 or 128 (a scale per group of columns), 0 (one scale per row, applied at the end).
+template <typename T, int NT, bool kAsym, int kGroup>
+__global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bitParams p) {
   using O = Ops<T>;
-  __shared__ float red[kWarps][2][NT][4][32];
+  constexpr bool kGrouped = kGroup != 0;
+  constexpr int kPerGroup = kGrouped ? kGroup / 64 : 1;  // units a group
+  extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16;
   const int rows[2] = {row0 + g, row0 + g + 8};
-  const int wpr = p.K / 16, units = p.K / 64, G = p.K / p.group_size;
-  const int32_t* wptr[2];
+  const int wpr = p.K / 16, units = p.K / 64, G = kGrouped ? p.K / kGroup : 0;
+  const int chunks = (units + kUnits - 1) / kUnits;
+  uint32_t* ring = smem + warp * (kStages * 16 * kRowWords);
+  const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
+  uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + kRingWords);
+  uint16_t* szr = ssc + 16 * G;
+
+  // Copies of one chunk: 16 rows × kUnits 16-byte pieces, two per lane.  Rows past N
+  // read row N - 1 (their sums are never stored); units past K are zero-filled.
+  const int32_t* src_row[2];
+  int piece_row[2], piece_unit[2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) wptr[h] = p.packed + int64_t(min(rows[h], p.N - 1)) * wpr + t;
+  for (int q = 0; q < 2; ++q) {
+    const int piece = lane + 32 * q;
+    piece_row[q] = piece / kUnits;
+    piece_unit[q] = piece % kUnits;
+    src_row[q] = p.packed + int64_t(min(row0 + piece_row[q], p.N - 1)) * wpr + 4 * piece_unit[q];
+  }
+  auto issue = [&](int i) {  // the warp's i-th chunk into stage i % kStages
+    const int c = warp + i * kWarps;
+    if (c < chunks) {
+      const int left = units - c * kUnits;
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const uint32_t dst =
+            ring_addr + 4 * (((i % kStages) * 16 + piece_row[q]) * kRowWords + 4 * piece_unit[q]);
+        const bool ok = piece_unit[q] < left;
+        cp_async16(dst, ok ? src_row[q] + 16 * c : src_row[q], ok ? 16 : 0);
+      }
+    }
+    cp_async_commit();  // also when empty: the group count stays in step
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+
+  // The block's scales (and zeros), while the first chunks are on their way.
+  if (kGrouped) {
+    for (int i = threadIdx.x; i < 16 * G; i += blockDim.x) {
+      const int r = i / G;
+      const int64_t src = int64_t(min(row0 + r, p.N - 1)) * G + (i - r * G);
+      ssc[i] = __ldg(p.scales + src);
+      if (kAsym) szr[i] = __ldg(p.zeros + src);
+    }
+  }
+  __syncthreads();
+
   const T* xptr[NT];
   bool xok[NT];
 #pragma unroll
@@ -154,68 +231,80 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_2bit_kernel(const Linear2
     xptr[nt] = static_cast<const T*>(p.x) + int64_t(xok[nt] ? b : 0) * p.x_row_stride + 16 * t;
   }
 
-  float acc[NT][4] = {};
+  // Two accumulators (even and odd mma of a unit) halve the chain of dependent mmas.
+  float acc[NT][4] = {}, acc_b[NT][4] = {};
   float xsum[NT][4] = {};  // asymmetric per-row mode: sum of x over this warp's units
   constexpr uint32_t kOnes[4] = {O::kOne, O::kOne, O::kOne, O::kOne};
 
-  // A warp takes pairs of adjacent units (one full 32-byte sector of each row) and
-  // keeps kPairs pairs of loads in flight.
-  const int pairs = (units + 1) / 2;
-  for (int c0 = warp; c0 < pairs; c0 += kWarps * kPairs) {
-    constexpr int kUnroll = 2 * kPairs;
-    uint32_t q[kUnroll][2];
+  const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
+  XRaw xr[NT];  // x of the next unit to multiply
 #pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const int u = 2 * (c0 + (r >> 1) * kWarps) + (r & 1);
+  for (int nt = 0; nt < NT; ++nt) xr[nt] = load_x<T>(xptr[nt] + 64 * kUnits * warp, xok[nt] && nc > 0);
+  for (int i = 0; i < nc; ++i) {
+    issue(i + kStages - 1);
+    cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
+    __syncwarp();                  // ... and every lane's
+    const int c = warp + i * kWarps, left = units - c * kUnits;
+    const uint32_t* stage = ring + (i % kStages) * 16 * kRowWords;
+    float cu[2][NT][4] = {}, su[NT][4] = {};
+    const bool more = i + 1 < nc;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) q[r][h] = u < units ? uint32_t(__ldg(wptr[h] + 4 * u)) : 0u;
-    }
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const int u = 2 * (c0 + (r >> 1) * kWarps) + (r & 1);
-      if (u >= units) continue;
+    for (int j = 0; j < kUnits; ++j) {
+      if (j >= left) break;  // the same for the whole warp
+      // the unit after this one: the next in the chunk, or the first of the warp's next chunk
+      const bool in_chunk = j + 1 < kUnits && j + 1 < left;
+      const int un = in_chunk ? c * kUnits + j + 1 : (c + kWarps) * kUnits;
       uint32_t bx[NT][8];
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) load_x_pairs<T>(xptr[nt] + 64 * u, xok[nt], bx[nt]);
+      for (int nt = 0; nt < NT; ++nt) {
+        const XRaw next = load_x<T>(xptr[nt] + 64 * un, xok[nt] && (in_chunk || more));
+        x_pairs(xr[nt], bx[nt]);
+        xr[nt] = next;
+      }
       uint32_t wa[2][8];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) O::template dequant<!kAsym>(q[r][h], wa[h]);
-      float cu[NT][4] = {}, su[NT][4] = {};
+      for (int h = 0; h < 2; ++h) O::template dequant<!kAsym>(stage[(g + 8 * h) * kRowWords + 4 * j + t], wa[h]);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t a[4] = {wa[0][2 * i], wa[1][2 * i], wa[0][2 * i + 1], wa[1][2 * i + 1]};
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t a[4] = {wa[0][2 * k], wa[1][2 * k], wa[0][2 * k + 1], wa[1][2 * k + 1]};
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          O::mma(kGrouped ? cu[nt] : acc[nt], a, bx[nt][2 * i], bx[nt][2 * i + 1]);
-          if (kAsym) O::mma(kGrouped ? su[nt] : xsum[nt], kOnes, bx[nt][2 * i], bx[nt][2 * i + 1]);
+          O::mma(kGrouped ? cu[k & 1][nt] : (k & 1 ? acc_b[nt] : acc[nt]), a, bx[nt][2 * k], bx[nt][2 * k + 1]);
+          if (kAsym) O::mma(kGrouped ? su[nt] : xsum[nt], kOnes, bx[nt][2 * k], bx[nt][2 * k + 1]);
         }
       }
-      if (kGrouped) {
-        const int grp = (64 * u) / p.group_size;
-        float s[2], z[2];
+      if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group's partial sum is complete
+        const int grp = (c * kUnits + j) / kPerGroup;
+        float sc[2], zc[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int64_t idx = int64_t(min(rows[h], p.N - 1)) * G + grp;
-          s[h] = half_bits_to_float(__ldg(p.scales + idx));
-          z[h] = kAsym ? half_bits_to_float(__ldg(p.zeros + idx)) : 0.f;
+          sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
+          zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 0.f;
         }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int h = c >> 1;  // c0, c1: row g; c2, c3: row g + 8
-            acc[nt][c] += s[h] * (kAsym ? cu[nt][c] - z[h] * su[nt][c] : cu[nt][c]);
+          for (int e = 0; e < 4; ++e) {
+            const int h = e >> 1;  // e0, e1: row g; e2, e3: row g + 8
+            const float v = cu[0][nt][e] + cu[1][nt][e];
+            acc[nt][e] += sc[h] * (kAsym ? v - zc[h] * su[nt][e] : v);
+            cu[0][nt][e] = cu[1][nt][e] = 0.f;
+            su[nt][e] = 0.f;
           }
       }
     }
+    __syncwarp();  // every lane is done with this stage before it is refilled
   }
+  cp_async_wait<0>();
 
-  // reduce the warps' partial sums
+  // reduce the warps' partial sums (in the rings' space, now free)
+  __syncthreads();
+  float(*red)[2][NT][4][32] = reinterpret_cast<float(*)[2][NT][4][32]>(smem);
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      red[warp][0][nt][c][lane] = acc[nt][c];
+      red[warp][0][nt][c][lane] = acc[nt][c] + acc_b[nt][c];
       if (kAsym && !kGrouped) red[warp][1][nt][c][lane] = xsum[nt][c];
     }
   __syncthreads();
@@ -240,16 +329,30 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemv_2bit_kernel(const Linear2
       static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
     }
 }
+static_assert(kWarps * 2 * 2 * 4 * 32 <= kRingWords, "the reduction reuses the rings");
+
+template <typename T, int NT, bool kAsym, int kGroup>
+Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
+  auto kernel = gemv_2bit_kernel<T, NT, kAsym, kGroup>;
+  const size_t smem = gemv_smem_bytes(p.K, p.group_size, kAsym);
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    return Status::kUnsupported;  // more group scales than shared memory holds
+  kernel<<<dim3((p.N + 15) / 16), dim3(kWarps * 32), smem, stream>>>(p);
+  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+template <typename T, int NT, int kGroup>
+Status launch_group(const Linear2bitParams& p, cudaStream_t stream) {
+  return p.zeros != nullptr ? launch_kernel<T, NT, true, kGroup>(p, stream)
+                            : launch_kernel<T, NT, false, kGroup>(p, stream);
+}
 
 template <typename T, int NT>
 Status launch_nt(const Linear2bitParams& p, cudaStream_t stream) {
-  const bool grouped = p.group_size != p.K, asym = p.zeros != nullptr;
-  const dim3 grid((p.N + 15) / 16), block(kWarps * 32);
-  if (grouped && asym) gemv_2bit_kernel<T, NT, true, true><<<grid, block, 0, stream>>>(p);
-  else if (grouped) gemv_2bit_kernel<T, NT, false, true><<<grid, block, 0, stream>>>(p);
-  else if (asym) gemv_2bit_kernel<T, NT, true, false><<<grid, block, 0, stream>>>(p);
-  else gemv_2bit_kernel<T, NT, false, false><<<grid, block, 0, stream>>>(p);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+  if (p.group_size == p.K) return launch_group<T, NT, 0>(p, stream);  // K == 64 or 128 included
+  if (p.group_size == 64) return launch_group<T, NT, 64>(p, stream);
+  return launch_group<T, NT, 128>(p, stream);
 }
 
 template <typename T>

@@ -58,6 +58,7 @@ struct Plan {
   unsigned pass_bits;         // 4 bits a pass: bits of b it handles, pass 0 lowest
   int q_chunks;               // ceil(m / kQChunk)
   uint64_t magic_n;           // ceil(2^32 / n): the row of tile offset e is (e · magic_n) >> 32
+  int log2_q_split;           // main kernel, m > 1: blockIdx.y takes 1 / 2^this of the Q stage's columns b
 };
 
 // Float offset of the Q matrix after the tile, rounded up for its float4 reads.
@@ -231,7 +232,7 @@ __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
 //   pass i   shared --> registers (32 values whose b differ in the pass's bits, and
 //            consecutive lanes on consecutive low bits), butterflies, --> shared memory,
 //            or for the last pass of m == 1 straight to global memory (scale, S_out)
-//   Q stage  (m > 1) as in the generic kernel
+//   Q stage  (m > 1) as in the generic kernel; with few rows, several blocks split its columns
 //
 // log2(p) <= 15 bits in at most 3 passes of at most 5 bits: at most two round trips
 // through shared memory.  Shared memory holds the tile in fp32 with one padding float
@@ -388,11 +389,15 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   }
   if (!q_stage) return;
 
+  // Few rows (decode): 2^log2_q_split blocks share a row.  Each one redoes the cheap H
+  // passes of the whole row and then takes its slice of the columns b in the Q stage,
+  // which is where the time goes (m multiply-adds per element).
   __syncthreads();
   const int rows_here = int(min(int64_t(R), p.rows - row0));
-  const int work = rows_here * kP * plan.q_chunks, width = plan.q_chunks * kQChunk;
+  const int log2_span = kLogP - plan.log2_q_split, b0 = int(blockIdx.y) << log2_span;
+  const int work = (rows_here * plan.q_chunks) << log2_span, width = plan.q_chunks * kQChunk;
   for (int w = threadIdx.x; w < work; w += blockDim.x) {
-    const int b = w & (kP - 1), rest = w >> kLogP;
+    const int b = b0 + (w & ((1 << log2_span) - 1)), rest = w >> log2_span;
     const int chunk = rest % plan.q_chunks, r = rest / plan.q_chunks;
     float acc[kQChunk];
 #pragma unroll
@@ -458,7 +463,16 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
     return Status::kCudaError;
   const int64_t blocks = (p.rows + plan.rows_per_block - 1) / plan.rows_per_block;
   if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
-  kernel<<<unsigned(blocks), threads, smem, stream>>>(p, plan);
+  // Split the Q stage over blocks while the grid is smaller than the GPU, down to 32
+  // columns a block.  Not in place: a block writes its slice while another still reads x.
+  if (p.m > 1 && p.x != p.y) {
+    int device = 0, sms = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return Status::kCudaError;
+    while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
+  }
+  kernel<<<dim3(unsigned(blocks), 1u << plan.log2_q_split), threads, smem, stream>>>(p, plan);
   return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 

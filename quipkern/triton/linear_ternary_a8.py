@@ -38,7 +38,7 @@ def _kernel(q_ptr, packed_ptr, out_ptr, M, N, K, q_stride, out_stride,
         if SUM_DOT:
             acc += tl.sum(a.to(tl.int32)[:, :, None] * t.to(tl.int32)[None, :, :], axis=1)
         else:
-            acc = tl.dot(a, t, acc)
+            acc = tl.dot(a, t, acc, out_dtype=tl.int32)
     tl.store(out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :], acc,
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 

@@ -1,0 +1,58 @@
+"""A few calls of the decode kernels, for Nsight Compute to look at (not a benchmark).
+
+    ncu --clock-control none --section SpeedOfLight --section WarpStateStats \\
+        --kernel-name regex:gemv python benchmarks/profile_kernels.py --what gemv
+
+Each call runs on a fresh weight set (so the profiled call reads HBM, not L2).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import quipkern  # noqa: F401  (registers the ops)
+from quipkern.formats import random_signs
+
+
+def gemv(N, K, M, calls, dtype=torch.bfloat16, group=128):
+    x = torch.randn(M, K, device="cuda", dtype=dtype)
+    out = torch.empty(M, N, device="cuda", dtype=dtype)
+    for _ in range(calls):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = (torch.rand(N, K // group, device="cuda") * 0.01 + 0.001).half()
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x, packed, scales, None, None, out)
+    torch.cuda.synchronize()
+
+
+def rht(n, M, calls, dtype=torch.bfloat16):
+    spec = quipkern.width_plan(n).spec
+    q = spec.q_matrix().cuda() if spec.m > 1 else None
+    x = torch.randn(M, n, device="cuda", dtype=dtype)
+    s = random_signs(n, seed=1).cuda()
+    for _ in range(calls):
+        quipkern.rht(x, q, s, None)
+    torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--what", default="gemv,rht")
+    ap.add_argument("--shapes", default="8192x8192")
+    ap.add_argument("--widths", default="11008,28672")
+    ap.add_argument("--m", type=int, default=1)
+    ap.add_argument("--calls", type=int, default=3)
+    a = ap.parse_args()
+    for what in a.what.split(","):
+        if what == "gemv":
+            for s in a.shapes.split(","):
+                N, K = map(int, s.split("x"))
+                gemv(N, K, a.m, a.calls)
+        elif what == "rht":
+            for n in a.widths.split(","):
+                rht(int(n), a.m, a.calls)
+
+
+if __name__ == "__main__":
+    main()
