@@ -37,7 +37,7 @@ MODELS = {  # (N, K) of the distinct Linear layers of each model
     "llama3-8b": [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)],
     "llama3-70b": [(8192, 8192), (1024, 8192), (28672, 8192), (8192, 28672)],
 }
-OPS = ("2bit", "2bit-notransform", "ternary-2bit", "ternary-base3", "rht")
+OPS = ("2bit", "2bit-notransform", "ternary-2bit", "ternary-base3", "ternary-a8", "rht")
 DEFAULT_OPS = ("2bit", "ternary-2bit", "rht")
 DEFAULT_M = (1, 4, 16, 64, 512, 4096)
 GROUP = 128
@@ -85,8 +85,12 @@ def _weights(op: str, N: int, K: int, count: int, device="cuda"):
             packed = pack_ternary_base3(trits.cpu()).to(device) if base3 else pack_ternary_2bit(trits)
             sets.append((packed, torch.rand(N, device=device) * 0.01 + 0.001))
         nbytes = N * (base3_row_bytes(Kp) if base3 else Kp // 4) + 4 * N  # packed + fp32 row scales
-        fn = lambda x, p, s: quipkern.linear_ternary(x, p, s, None, in_features=K, out_features=N,  # noqa: E731
-                                                     K=Kp)
+        if op == "ternary-a8":  # W1.58A8: per-token int8 x, int8 tensor cores, exact int32 sums
+            fn = lambda x, p, s: quipkern.linear_ternary_a8(x, p, s, None, in_features=K,  # noqa: E731
+                                                            out_features=N, act_bits=8)
+        else:
+            fn = lambda x, p, s: quipkern.linear_ternary(x, p, s, None, in_features=K, out_features=N,  # noqa: E731
+                                                         K=Kp)
     return sets, nbytes, fn
 
 
