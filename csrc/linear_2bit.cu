@@ -5,10 +5,16 @@
 // CUDA cores only unpack codes.
 //
 // Work split.  A block owns 16 output rows and all of K; its 8 warps take chunks of 4
-// "units" of K (a unit = 64 columns = 4 words per row) round-robin, load the next chunk
-// while multiplying the current one, and reduce through shared memory at the end.  The
-// group size is a template parameter, so a unit's scale index is a shift, not a
-// division.  In a unit, lane (g = lane/4, t = lane%4) loads word t of rows g and g+8:
+// "units" of K (a unit = 64 columns = 4 words per row) round-robin and reduce through
+// shared memory at the end.
+//
+// Pipeline.  Each warp has its own ring of 4 chunk buffers in shared memory, filled by
+// 16-byte cp.async copies (whole 32-byte sectors, 3 chunks in flight while it
+// multiplies one; no registers held for loads in flight).  The block's group scales
+// are staged in shared memory once, and x of the next unit is loaded while the current
+// one is multiplied.  The group size is a template parameter, so a unit's scale index
+// is a shift, not a division.  In a unit, lane (g = lane/4, t = lane%4) reads word t of
+// rows g and g+8 from the ring:
 //
 //        unit u of rows row0..row0+15 (4 words of 16 codes per row)
 //        word:    0      1      2      3
@@ -212,7 +218,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
   for (int i = 0; i < kStages - 1; ++i) issue(i);
 
   // The block's scales (and zeros), while the first chunks are on their way.
-  if (kGrouped) {
+  if constexpr (kGrouped) {
     for (int i = threadIdx.x; i < 16 * G; i += blockDim.x) {
       const int r = i / G;
       const int64_t src = int64_t(min(row0 + r, p.N - 1)) * G + (i - r * G);
