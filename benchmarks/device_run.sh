@@ -2,8 +2,8 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo
-#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT adjust them.
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile
+#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/quipkern-out}
@@ -49,6 +49,14 @@ stage_bench() {
   for b in ${BENCHES:-linear_2bit rht}; do
     $PY benchmarks/bench_$b.py --json "$OUT/bench_$b.json" ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
   done
+}
+stage_profile() {
+  step "Nsight Compute on the decode kernels (benchmarks/profile_kernels.py)"
+  # clocks left alone (device notes); PROFILE_ARGS picks kernels and shapes
+  ncu --clock-control none --section SpeedOfLight --section SchedulerStats --section WarpStateStats \
+    --section Occupancy --section MemoryWorkloadAnalysis --kernel-name regex:"gemv|rht" --launch-count 4 \
+    $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:---calls 2} > "$OUT/ncu.txt" 2>&1 || status=1
+  grep -E "gemv_2bit_kernel|rht_main_kernel|Duration|DRAM Throughput|Issued Warp|No Eligible" "$OUT/ncu.txt" | tee -a "$LOG"
 }
 stage_demo() {
   step "demo (main job) on the GPU"
