@@ -74,3 +74,26 @@ def test_bench_rejects_unknown_ops_and_models():
     with pytest.raises(SystemExit, match="unknown model"):
         bench.shapes_of(["gpt-5"])
     assert bench.shapes_of(["llama2-7b", "llama3-8b"])[:4] == [(4096, 4096), (11008, 4096), (4096, 11008), (1024, 4096)]
+
+
+@pytest.mark.parametrize("op", ["2bit", "2bit-notransform", "ternary-2bit", "ternary-base3", "ternary-a8"])
+def test_suite_weights_are_what_it_counts_and_computes(op):
+    """The suite's weight sets hold exactly the bytes it divides by, and its call computes
+    the layer it names (against the dense dequantized weight where there is no transform)."""
+    import bench
+    from quipkern.formats import dequantize_2bit, dequantize_ternary
+
+    torch.manual_seed(0)
+    N, K, M = 64, 256, 3
+    sets, nbytes, fn = bench._weights(op, N, K, 1, device="cpu")
+    assert nbytes == sum(t.numel() * t.element_size() for t in sets[0])
+    x = torch.randn(M, K)
+    y = fn(x, *sets[0]).double()
+    assert y.shape == (M, N) and torch.isfinite(y).all()
+    if op == "2bit":
+        return  # both transforms: the op's own tests compare it with the reference
+    packed, s = sets[0]
+    W = dequantize_2bit(packed, s) if op.startswith("2bit") else dequantize_ternary(packed, s, K)
+    ref = x.double() @ W.double().T
+    tol = 2e-2 if op == "ternary-a8" else 1e-5  # int8 activations round x per token
+    assert ((y - ref).norm() / ref.norm()).item() < tol
