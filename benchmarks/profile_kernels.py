@@ -9,19 +9,22 @@ Each call runs on a fresh weight set (so the profiled call reads HBM, not L2).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import torch
 
-import quipkern  # noqa: F401  (registers the ops)
-from quipkern.formats import random_signs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_linear_2bit import weight_sets  # noqa: E402  (the benchmark's weights: group-128 scales)
+
+import quipkern  # noqa: E402
+from quipkern.formats import random_signs  # noqa: E402
 
 
-def gemv(N, K, M, calls, dtype=torch.bfloat16, group=128):
+def gemv(N, K, M, calls, dtype=torch.bfloat16):
     x = torch.randn(M, K, device="cuda", dtype=dtype)
     out = torch.empty(M, N, device="cuda", dtype=dtype)
-    for _ in range(calls):
-        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
-        scales = (torch.rand(N, K // group, device="cuda") * 0.01 + 0.001).half()
+    for packed, scales in weight_sets(N, K, calls):
         torch.ops.quipkern._linear_2bit_gemv_cuda(x, packed, scales, None, None, out)
     torch.cuda.synchronize()
 

@@ -166,8 +166,11 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 constexpr int kRowWords = 4 * kUnits + 4;
 constexpr int kRingWords = kWarps * kStages * 16 * kRowWords;
 
-size_t gemv_smem_bytes(int K, int group, bool asym) {
-  const size_t G = group == K ? 0 : K / group;
+// Group scales a row: kGroup = 0 is the per-row mode (its scale is read at the end).
+__host__ __device__ constexpr int groups_per_row(int K, int kGroup) { return kGroup == 0 ? 0 : K / kGroup; }
+
+size_t gemv_smem_bytes(int K, int kGroup, bool asym) {
+  const size_t G = groups_per_row(K, kGroup);
   return kRingWords * 4 + ((16 * G * 2 * (asym ? 2 : 1) + 15) & ~size_t(15));
 }
 
@@ -182,7 +185,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16;
   const int rows[2] = {row0 + g, row0 + g + 8};
-  const int wpr = p.K / 16, units = p.K / 64, G = kGrouped ? p.K / kGroup : 0;
+  const int wpr = p.K / 16, units = p.K / 64, G = groups_per_row(p.K, kGroup);
   const int chunks = (units + kUnits - 1) / kUnits;
   uint32_t* ring = smem + warp * (kStages * 16 * kRowWords);
   const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
@@ -340,7 +343,7 @@ static_assert(kWarps * 2 * 2 * 4 * 32 <= kRingWords, "the reduction reuses the r
 template <typename T, int NT, bool kAsym, int kGroup>
 Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
   auto kernel = gemv_2bit_kernel<T, NT, kAsym, kGroup>;
-  const size_t smem = gemv_smem_bytes(p.K, p.group_size, kAsym);
+  const size_t smem = gemv_smem_bytes(p.K, kGroup, kAsym);
   if (smem > 48 * 1024 &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
     return Status::kUnsupported;  // more group scales than shared memory holds
