@@ -15,8 +15,34 @@ namespace {
 using quipkern::DType;
 using quipkern::Status;
 
+// Error messages are built here from std::string pieces and handed to TORCH_CHECK as one
+// string, which torch passes on unformatted and throws from libc10.  Why not TORCH_CHECK's
+// own formatting: some toolchains link libstdc++ statically into the extension, and that
+// copy's iostreams crash inside a process that runs another copy (H100 machine, device
+// run 4, 2026-11-23: a failing check with an integer argument segfaulted in
+// std::ostream::operator<<(long) of the extension's own libstdc++).
+std::string to_text(const char* s) { return s; }
+std::string to_text(const std::string& s) { return s; }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+std::string to_text(T v) { return std::to_string(v); }
+std::string to_text(at::IntArrayRef a) {
+  std::string s = "(";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + ")";
+}
+std::string to_text(c10::ScalarType t) { return c10::toString(t); }
+std::string to_text(const c10::Device& d) { return d.str(); }
+template <typename... A>
+std::string text(const A&... a) {
+  std::string s;
+  ((s += to_text(a)), ...);
+  return s;
+}
+#define QK_CHECK(cond, ...) TORCH_CHECK(cond, text(__VA_ARGS__))
+#define QK_CHECK_TYPE(cond, ...) TORCH_CHECK_TYPE(cond, text(__VA_ARGS__))
+
 void check_status(Status s, const char* op) {
-  TORCH_CHECK(s == Status::kOk, op, ": kernel refused the call: ", quipkern::status_string(s),
+  QK_CHECK(s == Status::kOk, op, ": kernel refused the call: ", quipkern::status_string(s),
               s == Status::kCudaError ? std::string(" (") + cudaGetErrorString(cudaGetLastError()) + ")" : "");
 }
 
@@ -25,19 +51,19 @@ DType to_dtype(const at::Tensor& t, const char* op, const char* name) {
     case at::kHalf: return DType::kF16;
     case at::kBFloat16: return DType::kBF16;
     case at::kFloat: return DType::kF32;
-    default: TORCH_CHECK_TYPE(false, op, ": '", name, "' must be float16, bfloat16 or float32; got ", t.scalar_type());
+    default: QK_CHECK_TYPE(false, op, ": '", name, "' must be float16, bfloat16 or float32; got ", t.scalar_type());
   }
 }
 
 void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
-  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), op, ": '", name, "' must be on ", like.device(),
+  QK_CHECK(t.is_cuda() && t.device() == like.device(), op, ": '", name, "' must be on ", like.device(),
               "; got ", t.device());
 }
 
 const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x, int64_t n, const char* name) {
   if (!s) return nullptr;
   check_cuda(*s, x, "_rht_cuda", name);
-  TORCH_CHECK(s->scalar_type() == at::kByte && s->dim() == 1 && s->numel() == (n + 7) / 8 && s->is_contiguous(),
+  QK_CHECK(s->scalar_type() == at::kByte && s->dim() == 1 && s->numel() == (n + 7) / 8 && s->is_contiguous(),
               "_rht_cuda: '", name, "' must be a contiguous uint8 bitmask of ", (n + 7) / 8, " bytes; got ",
               s->sizes(), " ", s->scalar_type());
   return s->data_ptr<uint8_t>();
@@ -48,16 +74,16 @@ const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x
 void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std::optional<at::Tensor>& signs_in,
               const std::optional<at::Tensor>& signs_out, double scale, bool transpose, int64_t n, at::Tensor& out) {
   const char* op = "_rht_cuda";
-  TORCH_CHECK(x.is_cuda(), op, ": 'x' must be a CUDA tensor; got ", x.device());
+  QK_CHECK(x.is_cuda(), op, ": 'x' must be a CUDA tensor; got ", x.device());
   check_cuda(out, x, op, "out");
-  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1, op,
+  QK_CHECK(x.dim() == 2 && x.size(1) > 0 && x.stride(1) == 1, op,
               ": 'x' must be 2-D (rows, n_in) with a contiguous last dim; got ", x.sizes(), " strides ", x.strides());
-  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == x.size(0) &&
+  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == x.size(0) &&
               out.size(1) > 0 && out.stride(1) == 1, op,
               ": 'out' must be 2-D (rows, n_out) in x's dtype with x's rows and a contiguous last dim; got ",
               out.sizes(), " ", out.scalar_type());
-  TORCH_CHECK(n <= quipkern::kRhtMaxRowElems, op, ": n=", n, " exceeds ", quipkern::kRhtMaxRowElems);
-  TORCH_CHECK(x.size(1) <= n && out.size(1) <= n, op, ": x has ", x.size(1), " and out ", out.size(1),
+  QK_CHECK(n <= quipkern::kRhtMaxRowElems, op, ": n=", n, " exceeds ", quipkern::kRhtMaxRowElems);
+  QK_CHECK(x.size(1) <= n && out.size(1) <= n, op, ": x has ", x.size(1), " and out ", out.size(1),
               " columns; both must be at most the transform width n=", n);
   quipkern::RhtParams p;
   p.x = x.data_ptr();
@@ -71,14 +97,14 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
   p.m = 1;
   if (q) {
     check_cuda(*q, x, op, "q");
-    TORCH_CHECK(q->scalar_type() == at::kFloat && q->dim() == 2 && q->size(0) == q->size(1) && q->is_contiguous(),
+    QK_CHECK(q->scalar_type() == at::kFloat && q->dim() == 2 && q->size(0) == q->size(1) && q->is_contiguous(),
                 op, ": 'q' must be a contiguous square float32 matrix; got ", q->sizes(), " ", q->scalar_type());
     p.m = int(q->size(0));
     p.q = q->data_ptr<float>();
   }
-  TORCH_CHECK(n % p.m == 0, op, ": n=", n, " is not a multiple of m=", p.m);
+  QK_CHECK(n % p.m == 0, op, ": n=", n, " is not a multiple of m=", p.m);
   const int64_t pp = n / p.m;
-  TORCH_CHECK((pp & (pp - 1)) == 0, op, ": n / m = ", pp, " is not a power of two");
+  QK_CHECK((pp & (pp - 1)) == 0, op, ": n / m = ", pp, " is not a power of two");
   p.log2_p = 0;
   while ((int64_t(1) << p.log2_p) < pp) ++p.log2_p;
   p.signs_in = signs_ptr(signs_in, x, n, "signs_in");
@@ -95,21 +121,21 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
                            const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
                            at::Tensor& out) {
   const char* op = "_linear_2bit_gemv_cuda";
-  TORCH_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
+  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
               "last dim; got ", x.sizes(), " on ", x.device());
   const DType dt = to_dtype(x, op, "x");
-  TORCH_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  QK_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
   check_cuda(packed, x, op, "packed");
   check_cuda(scales, x, op, "scales");
   check_cuda(out, x, op, "out");
-  TORCH_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
+  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
               ": 'packed' must be a contiguous int32 (N, K/16) tensor");
   const int64_t N = packed.size(0), K = packed.size(1) * 16, M = x.size(0);
-  TORCH_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight K=", K);
-  TORCH_CHECK(M >= 1 && M <= quipkern::kGemv2bitMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
-  TORCH_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
+  QK_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight K=", K);
+  QK_CHECK(M >= 1 && M <= quipkern::kGemv2bitMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
+  QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
               scales.size(1) > 0 && K % scales.size(1) == 0, op, ": 'scales' must be contiguous float16 (N, K/g)");
-  TORCH_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
               out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
   quipkern::Linear2bitParams p;
   p.x = x.data_ptr();
@@ -120,13 +146,13 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
   if (zeros) {
     check_cuda(*zeros, x, op, "zeros");
-    TORCH_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
+    QK_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
                 ": 'zeros' must be contiguous float16 shaped like 'scales'");
     p.zeros = reinterpret_cast<const uint16_t*>(zeros->data_ptr());
   }
   if (bias) {
     check_cuda(*bias, x, op, "bias");
-    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
+    QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
                 ": 'bias' must be contiguous (N,) in x's dtype");
     p.bias = bias->data_ptr();
   }

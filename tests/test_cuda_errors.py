@@ -1,0 +1,56 @@
+"""The private CUDA ops (csrc/bindings.cpp) turn bad input into a Python RuntimeError
+that names the problem — they never take the process down.  Each case runs in a fresh
+interpreter so that a crash shows up as a failed test, not as a dead test worker."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .utils import HAS_CUDA
+
+CASES = {
+    "gemv M=17": (
+        """
+        x = torch.randn(17, 128, device="cuda").half()
+        torch.ops.quipkern._linear_2bit_gemv_cuda(
+            x, torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.ones(64, 2, dtype=torch.float16, device="cuda"), None, None,
+            torch.empty(17, 64, device="cuda").half())
+        """,
+        "_linear_2bit_gemv_cuda: M=17 rows; the decode kernel takes 1..16"),
+    "gemv scales shape": (
+        """
+        x = torch.randn(2, 128, device="cuda").half()
+        torch.ops.quipkern._linear_2bit_gemv_cuda(
+            x, torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.ones(63, 2, dtype=torch.float16, device="cuda"), None, None,
+            torch.empty(2, 64, device="cuda").half())
+        """,
+        "'scales' must be contiguous float16 (N, K/g)"),
+    "rht width": (
+        """
+        x = torch.randn(3, 48, device="cuda")
+        torch.ops.quipkern._rht_cuda(x, None, None, None, 1.0, False, 48, torch.empty_like(x))
+        """,
+        "_rht_cuda: n / m = 48 is not a power of two"),
+    "rht out shape": (
+        """
+        x = torch.randn(3, 64, device="cuda")
+        torch.ops.quipkern._rht_cuda(x, None, None, None, 1.0, False, 64, torch.empty(4, 64, device="cuda"))
+        """,
+        "'out' must be 2-D (rows, n_out) in x's dtype with x's rows"),
+}
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA extension")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_private_cuda_ops_raise_instead_of_crashing(case):
+    body, message = CASES[case]
+    script = "import torch, quipkern, quipkern._ext as e\nassert e.AVAILABLE, e.LOAD_ERROR\ntry:\n" + \
+        textwrap.indent(textwrap.dedent(body), "    ") + \
+        "\nexcept RuntimeError as err:\n    print('RAISED', str(err).splitlines()[0])\nelse:\n    print('NO ERROR')\n"
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"the process died (exit {r.returncode}): {r.stderr[-2000:]}"
+    assert "RAISED" in r.stdout and message in r.stdout, r.stdout + r.stderr[-2000:]
