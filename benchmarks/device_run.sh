@@ -2,8 +2,9 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile sass source
-#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS adjust them.
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile sass source ab
+#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
+#   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch") adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/quipkern-out}
@@ -35,10 +36,12 @@ stage_test() {
   $PY -c "import quipkern, quipkern._ext as e; print('cuda ext:', e.AVAILABLE, e.LOAD_ERROR)" | tee -a "$LOG"
   # parallel workers when pytest-xdist is there: Triton compiles dominate on the GPU
   xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n ${TEST_WORKERS:-8}"
-  # the whole output in $OUT/pytest.txt (also when a time limit kills the run), a tail in the log
-  timeout ${TEST_TIMEOUT:-3000} $PY -m pytest -q $xdist -p no:cacheprovider --durations=15 ${PYTEST_ARGS:-tests} \
+  # the whole output in $OUT/pytest.txt; -v names every test as it ends, so a run that a
+  # time limit kills still says which ones failed (the summary comes only at the end)
+  timeout ${TEST_TIMEOUT:-3000} $PY -m pytest -v -rfE $xdist -p no:cacheprovider --durations=15 ${PYTEST_ARGS:-tests} \
     > "$OUT/pytest.txt" 2>&1 || status=1
-  tail -40 "$OUT/pytest.txt" | tee -a "$LOG"
+  grep -E "FAILED|ERROR" "$OUT/pytest.txt" | head -40 | tee -a "$LOG"
+  tail -25 "$OUT/pytest.txt" | tee -a "$LOG"
 }
 stage_sanitize() {
   step "compute-sanitizer memcheck"
@@ -72,6 +75,12 @@ stage_source() {
   ncu -i /tmp/gemv_full.ncu-rep --page details > "$OUT/gemv_details.txt" 2>&1 || status=1
   ncu -i /tmp/gemv_full.ncu-rep --page source --csv --print-source sass > "$OUT/gemv_source.csv" 2>&1 || status=1
   grep -E "Duration|DRAM Throughput|Issued Warp|No Eligible|Executed Ipc" "$OUT/gemv_details.txt" | tee -a "$LOG"
+}
+stage_ab() {
+  step "GEMV versions side by side, each checked then timed (benchmarks/probe/ab.sh) -> probe.txt"
+  bash benchmarks/probe/ab.sh ${AB_ARGS:-} > "$OUT/probe.txt" 2>&1 || status=1
+  grep -E "^==|FAILED|WRONG|failed|gemv" "$OUT/probe.txt" | tee -a "$LOG"
+  ! grep -qE "FAILED|WRONG|failed|error" "$OUT/probe.txt" || status=1
 }
 stage_demo() {
   step "demo (main job) on the GPU"

@@ -5,7 +5,10 @@
 // benchmarks/probe/ab.sh runs it for several versions of the GEMV at once.
 // Each kernel reads one of 8 weight buffers in turn (8 × the matrix, well over the 50 MB
 // L2), timed with CUDA events over 400 launches; µs per launch and GB/s of weights.
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 // the kernel itself, for a side-by-side launch (-DQK_GEMV_SOURCE=<file> compares another version)
@@ -75,6 +78,75 @@ __global__ void __launch_bounds__(256, 4) ring_only(const int32_t* __restrict__ 
   if (acc == 0x12345678u) sink = acc;
 }
 
+// The GEMV against a float64 host reference on random data (rows not a multiple of 16,
+// several M, both dtypes, symmetric / asymmetric, group and per-row scales), so that a
+// version under comparison is checked before it is timed.  Returns the worst relative
+// error ||y - ref|| / ||ref||.
+template <typename T>
+double check_one(int N, int K, int M, int group, bool asym, unsigned seed) {
+  srand(seed);
+  auto rnd = [] { return rand() / double(RAND_MAX); };
+  const int G = K / group;
+  std::vector<uint32_t> packed(size_t(N) * K / 16);
+  for (auto& w : packed) w = (uint32_t(rand()) << 16) ^ uint32_t(rand());
+  std::vector<__half> sc(size_t(N) * G), zr(size_t(N) * G);
+  for (auto& v : sc) v = __float2half(float(0.005 + 0.02 * rnd()));
+  for (auto& v : zr) v = __float2half(float(0.5 + 2.0 * rnd()));
+  std::vector<T> x(size_t(M) * K);
+  for (auto& v : x) v = T(float(2 * rnd() - 1));
+  std::vector<double> ref(size_t(M) * N, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      const int c = (packed[size_t(n) * (K / 16) + k / 16] >> (2 * (k % 16))) & 3;
+      const double z = asym ? double(__half2float(zr[size_t(n) * G + k / group])) : 1.5;
+      const double w = double(__half2float(sc[size_t(n) * G + k / group])) * (c - z);
+      for (int b = 0; b < M; ++b) ref[size_t(b) * N + n] += w * double(float(x[size_t(b) * K + k]));
+    }
+  uint32_t* dp; __half* ds; __half* dz; T* dx; T* dy;
+  cudaMalloc(&dp, packed.size() * 4); cudaMemcpy(dp, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice);
+  cudaMalloc(&ds, sc.size() * 2); cudaMemcpy(ds, sc.data(), sc.size() * 2, cudaMemcpyHostToDevice);
+  cudaMalloc(&dz, zr.size() * 2); cudaMemcpy(dz, zr.data(), zr.size() * 2, cudaMemcpyHostToDevice);
+  cudaMalloc(&dx, x.size() * sizeof(T)); cudaMemcpy(dx, x.data(), x.size() * sizeof(T), cudaMemcpyHostToDevice);
+  cudaMalloc(&dy, size_t(M) * N * sizeof(T));
+  cudaMemset(dy, 0xff, size_t(M) * N * sizeof(T));  // NaN poison: an unwritten output fails
+  quipkern::Linear2bitParams p;
+  p.x = dx; p.x_row_stride = K; p.y = dy; p.y_row_stride = N;
+  p.packed = reinterpret_cast<const int32_t*>(dp);
+  p.scales = reinterpret_cast<const uint16_t*>(ds);
+  p.zeros = asym ? reinterpret_cast<const uint16_t*>(dz) : nullptr;
+  p.M = M; p.N = N; p.K = K; p.group_size = group;
+  p.dtype = std::is_same<T, __half>::value ? quipkern::DType::kF16 : quipkern::DType::kBF16;
+  const quipkern::Status st = quipkern::linear_2bit_gemv_launch(p, 0);
+  std::vector<T> y(size_t(M) * N);
+  cudaMemcpy(y.data(), dy, y.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  cudaFree(dp); cudaFree(ds); cudaFree(dz); cudaFree(dx); cudaFree(dy);
+  if (st != quipkern::Status::kOk) return 1e9;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double d = double(float(y[i])) - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return std::isfinite(num) ? std::sqrt(num / den) : 1e9;
+}
+
+bool check_all() {
+  bool ok = true;
+  for (int M : {1, 3, 16})
+    for (int v = 0; v < 4; ++v) {
+      const int N = 1000, K = 4096;
+      const int group = v == 0 ? 128 : v == 1 ? 64 : K;
+      const bool asym = v == 1 || v == 2;
+      const double e16 = check_one<__half>(N, K, M, group, asym, 11 * M + v);
+      const double eb = check_one<__nv_bfloat16>(N, K, M, group, asym, 13 * M + v);
+      const bool good = e16 < 2e-3 && eb < 1e-2;
+      ok = ok && good;
+      printf("check M=%-2d group=%-4d %s  fp16 rel err %.2e  bf16 %.2e  %s\n", M, group, asym ? "asym" : "sym ", e16,
+             eb, good ? "ok" : "FAILED");
+    }
+  return ok;
+}
+
 template <typename F>
 float time_us(F launch, int iters) {
   cudaEvent_t a, b;
@@ -96,6 +168,7 @@ float time_us(F launch, int iters) {
 using namespace quipkern;
 
 int main() {
+  if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
   const int kSets = 8;
   const int shapes[][2] = {{8192, 8192}, {28672, 8192}, {4096, 4096}};
   for (auto& s : shapes) {
