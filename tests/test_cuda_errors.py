@@ -10,25 +10,21 @@ import pytest
 
 from .utils import HAS_CUDA
 
+def _gemv(M, scale_rows):
+    """A call of the decode kernel with M rows of x and a (scale_rows, 2) scales tensor
+    (N = 64, K = 128)."""
+    return f"""
+        x = torch.randn({M}, 128, device="cuda").half()
+        torch.ops.quipkern._linear_2bit_gemv_cuda(
+            x, torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.ones({scale_rows}, 2, dtype=torch.float16, device="cuda"), None, None,
+            torch.empty({M}, 64, device="cuda").half())
+        """
+
+
 CASES = {
-    "gemv M=17": (
-        """
-        x = torch.randn(17, 128, device="cuda").half()
-        torch.ops.quipkern._linear_2bit_gemv_cuda(
-            x, torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
-            torch.ones(64, 2, dtype=torch.float16, device="cuda"), None, None,
-            torch.empty(17, 64, device="cuda").half())
-        """,
-        "_linear_2bit_gemv_cuda: M=17 rows; the decode kernel takes 1..16"),
-    "gemv scales shape": (
-        """
-        x = torch.randn(2, 128, device="cuda").half()
-        torch.ops.quipkern._linear_2bit_gemv_cuda(
-            x, torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
-            torch.ones(63, 2, dtype=torch.float16, device="cuda"), None, None,
-            torch.empty(2, 64, device="cuda").half())
-        """,
-        "'scales' must be contiguous float16 (N, K/g)"),
+    "gemv M=17": (_gemv(17, 64), "_linear_2bit_gemv_cuda: M=17 rows; the decode kernel takes 1..16"),
+    "gemv scales shape": (_gemv(2, 63), "'scales' must be contiguous float16 (N, K/g)"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")
