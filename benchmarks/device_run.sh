@@ -84,7 +84,8 @@ stage_ab() {
 }
 stage_demo() {
   step "demo (main job) on the GPU"
-  # the model package is not installed there: a copy of its folder travels in .carry/minilm
+  # the model package is not installed there: a float16 copy of its folder travels in
+  # .carry/minilm (made here by benchmarks/make_demo_carry.py; carry [".carry/minilm"])
   dir=${DEMO_MODEL_DIR:-.carry/minilm}
   HF_HUB_OFFLINE=1 $PY -m quipkern.demo ${DEMO_ARGS:-} --model-dir "$dir" --json "$OUT/demo.json" 2>&1 | tail -16 | tee -a "$LOG" || status=1
 }
