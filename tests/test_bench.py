@@ -97,3 +97,12 @@ def test_suite_weights_are_what_it_counts_and_computes(op):
     ref = x.double() @ W.double().T
     tol = 2e-2 if op == "ternary-a8" else 1e-5  # int8 activations round x per token
     assert ((y - ref).norm() / ref.norm()).item() < tol
+
+
+def test_profile_layer_names_the_ops_of_a_call():
+    """benchmarks/profile_layer.py (a profile of one layer's calls) runs on the CPU path too."""
+    import profile_layer
+
+    table = profile_layer.main(["--op", "ternary-a8", "--shape", "64x128", "--m", "5", "--calls", "2",
+                                "--dtype", "bfloat16", "--device", "cpu"])
+    assert "quipkern::linear_ternary_a8" in table and "quipkern::matmul_ternary_int8" in table
