@@ -8,7 +8,10 @@ import textwrap
 
 import pytest
 
+from quipkern import _ext
+
 from .utils import HAS_CUDA
+
 
 def _gemv(M, scale_rows):
     """A call of the decode kernel with M rows of x and a (scale_rows, 2) scales tensor
@@ -40,7 +43,7 @@ CASES = {
 }
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU and the CUDA extension")
+@pytest.mark.skipif(not (HAS_CUDA and _ext.AVAILABLE), reason="needs a GPU and the CUDA extension")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_private_cuda_ops_raise_instead_of_crashing(case):
     body, message = CASES[case]
