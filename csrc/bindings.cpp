@@ -137,6 +137,11 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
               scales.size(1) > 0 && K % scales.size(1) == 0, op, ": 'scales' must be contiguous float16 (N, K/g)");
   QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
               out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
+  // group scales (and zeros) travel to shared memory as 16-byte pieces
+  QK_CHECK(scales.size(1) == 1 || reinterpret_cast<uintptr_t>(scales.data_ptr()) % 16 == 0, op,
+              ": 'scales' (", scales.sizes(), ") must start at a 16-byte aligned address (a fresh tensor does)");
+  QK_CHECK(!zeros || scales.size(1) == 1 || reinterpret_cast<uintptr_t>(zeros->data_ptr()) % 16 == 0, op,
+              ": 'zeros' must start at a 16-byte aligned address (a fresh tensor does)");
   quipkern::Linear2bitParams p;
   p.x = x.data_ptr();
   p.x_row_stride = M > 1 ? x.stride(0) : K;

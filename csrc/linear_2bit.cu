@@ -4,17 +4,20 @@
 // x the B operand (one or two n8 tiles), so even M = 1 runs on tensor cores and the
 // CUDA cores only unpack codes.
 //
-// Work split.  A block owns 16 output rows and all of K; its 8 warps take chunks of 4
-// "units" of K (a unit = 64 columns = 4 words per row) round-robin and reduce through
-// shared memory at the end.
+// Work split.  A block owns 16·kTiles output rows and all of K; its 8 warps take chunks
+// of 4 "units" of K (a unit = 64 columns = 4 words per row) round-robin and reduce
+// through shared memory at the end.  With kTiles = 2 (M <= 8 and N >= 8192) a warp
+// multiplies two m16 row tiles with the same x fragments and one correction mma.
 //
-// Pipeline.  Each warp has its own ring of 4 chunk buffers in shared memory, filled by
-// 16-byte cp.async copies (whole 32-byte sectors, 3 chunks in flight while it
-// multiplies one; no registers held for loads in flight).  The block's group scales
-// are staged in shared memory once, and x of the next unit is loaded while the current
-// one is multiplied.  The group size is a template parameter, so a unit's scale index
-// is a shift, not a division.  In a unit, lane (g = lane/4, t = lane%4) reads word t of
-// rows g and g+8 from the ring:
+// Pipeline.  Each warp has its own ring of kStages chunk buffers in shared memory,
+// filled by 16-byte cp.async copies (whole 32-byte sectors, kStages - 1 chunks in flight
+// while it multiplies one; no registers held for loads in flight).  The block's group
+// scales are copied to shared memory beside its first chunks, and so is all of x when
+// M <= 8 and x is at most 32 KB (M·K·2 bytes; kXs, a template flag so that the M > 8
+// variants keep the registers of the other path); otherwise x is read from global
+// memory, the next unit's while the current one is multiplied.  The group size is a
+// template parameter, so a unit's scale index is a shift, not a division.  In a unit, lane (g = lane/4,
+// t = lane%4) reads word t of rows g and g+8 from the ring:
 //
 //        unit u of rows row0..row0+15 (4 words of 16 codes per row)
 //        word:    0      1      2      3
@@ -28,12 +31,14 @@
 // Thus every mma covers exactly one unit, and a group scale (g = 64 or 128) is applied
 // to the unit's fp32 partial sum: no scale multiplies per weight.
 //
-// Unpacking a pair of codes into a half2 / bfloat162 without converts: OR the 2-bit
-// field into the mantissa of a magic number, M + c·4^p, then one fma with (4^-p,
-// -(M·4^-p + z0)) gives c - z0 exactly (z0 = 1.5 for the symmetric grid, 0 otherwise).
-// Fields sit at mantissa positions p >= 1 (fp16: p = 1..4, bf16: p = 1..2) so that
-// the fma's constant is exact.  The asymmetric grid subtracts z · sum(x) per unit,
-// where sum(x) comes from one more mma with an all-ones A.
+// Unpacking without converts or arithmetic: one lop3 ORs a pair of 2-bit fields into
+// the mantissas of a magic number whose ulp at that field is 1, giving the half2 /
+// bfloat162 (M_p + c_j, M_p + c_{j+8}) exactly.  Two field positions p alternate (code
+// pair j at p = j % 2), so every mma of a unit has the same magics: M = 128, 32 for bf16
+// (fields at mantissa bits 0-1, 2-3), 64, 16 for fp16 (bits 4-5, 6-7).  The mma thus sums
+// (M + c)·x; a second mma per k-step with a constant A (the magics in rows 0-7, ones in
+// rows 8-15) gives sum(M·x) and sum(x) of the same k-slots, and a group's value is
+// s · (sum((M + c)·x) − sum(M·x) − z · sum(x)), z = 1.5 on the symmetric grid.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -45,7 +50,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kUnits = 4;   // units of K in a warp's chunk: 64 contiguous bytes of each of its 16 rows
-constexpr int kStages = 4;  // chunks a warp has in its shared-memory ring: 3 on their way while it computes one
+constexpr int kStages = 3;  // chunks a warp has in its shared-memory ring: 2 on their way while it computes one
 
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t magic) {
   uint32_t r;
@@ -53,30 +58,23 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t m
   return r;
 }
 
+// Unpacking (see the header comment): out[j] = (M_p + c_j, M_p + c_{j+8}) with p = j % 2,
+// the codes taken from four shifted copies of the word (codes 2s, 2s+1 from src[s]).  With
+// p alternating, every mma of a unit sees the same magics (out[2k] at p = 0, out[2k+1] at
+// p = 1), so the correction mma's A operand is one constant for the whole kernel.
 template <typename T> struct Ops;
 
 template <> struct Ops<__half> {
-  static constexpr uint32_t kMagic = 0x64006400u;  // 1024.0 in both halves
+  // fields at mantissa bits 4-5 and 6-7 under magics 64 and 16 (one ulp-step per code);
+  // the small magics keep the mma's biased sums short
+  static __host__ __device__ constexpr uint32_t magic(int p) { return p == 0 ? 0x54005400u : 0x4C004C00u; }
+  static constexpr int kField = 4;  // bit of position 0's field
   static constexpr uint32_t kOne = 0x3C003C00u;
-  static __device__ __forceinline__ uint32_t fma2(uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t r;
-    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-  }
-  // out[j] = (c_j - z0, c_{j+8} - z0), j = 0..7: codes 0..3 from w << 2, 4..7 from w >> 6,
-  // each at mantissa position p = 1..4 (value 1024 + c·4^p).
-  template <bool kSym>
-  static __device__ __forceinline__ void dequant(uint32_t w, uint32_t (&out)[8]) {
-    constexpr uint32_t kScale[4] = {0x34003400u, 0x2C002C00u, 0x24002400u, 0x1C001C00u};  // 4^-p
-    constexpr uint32_t kBias[4] = {kSym ? 0xDC06DC06u : 0xDC00DC00u, kSym ? 0xD418D418u : 0xD400D400u,
-                                   kSym ? 0xCC60CC60u : 0xCC00CC00u, kSym ? 0xC580C580u : 0xC400C400u};
-    const uint32_t lo = w << 2, hi = w >> 6;
-#pragma unroll
-    for (int p = 1; p <= 4; ++p) {
-      const uint32_t mask = 0x00030003u << (2 * p);
-      out[p - 1] = fma2(and_or(lo, mask, kMagic), kScale[p - 1], kBias[p - 1]);
-      out[p + 3] = fma2(and_or(hi, mask, kMagic), kScale[p - 1], kBias[p - 1]);
-    }
+  static __device__ __forceinline__ void shifts(uint32_t w, uint32_t (&src)[4]) {
+    src[0] = w << 4;
+    src[1] = w;
+    src[2] = w >> 4;
+    src[3] = w >> 8;
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -88,25 +86,15 @@ template <> struct Ops<__half> {
 };
 
 template <> struct Ops<__nv_bfloat16> {
-  static constexpr uint32_t kMagic = 0x43004300u;  // 128.0
+  // fields at mantissa bits 0-1 and 2-3 under magics 128 and 32
+  static __host__ __device__ constexpr uint32_t magic(int p) { return p == 0 ? 0x43004300u : 0x42004200u; }
+  static constexpr int kField = 0;
   static constexpr uint32_t kOne = 0x3F803F80u;
-  static __device__ __forceinline__ uint32_t fma2(uint32_t a, uint32_t b, uint32_t c) {
-    uint32_t r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-    return r;
-  }
-  // bf16 has 7 mantissa bits: positions p = 1, 2 only (128 + 48 < 256), two codes per shift.
-  template <bool kSym>
-  static __device__ __forceinline__ void dequant(uint32_t w, uint32_t (&out)[8]) {
-    constexpr uint32_t kScale[2] = {0x3E803E80u, 0x3D803D80u};
-    constexpr uint32_t kBias[2] = {kSym ? 0xC206C206u : 0xC200C200u, kSym ? 0xC118C118u : 0xC100C100u};
-    const uint32_t src[4] = {w << 2, w >> 2, w >> 6, w >> 10};  // codes (0,1), (2,3), (4,5), (6,7)
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-#pragma unroll
-      for (int p = 1; p <= 2; ++p)
-        out[2 * s + p - 1] = fma2(and_or(src[s], 0x00030003u << (2 * p), kMagic), kScale[p - 1], kBias[p - 1]);
-    }
+  static __device__ __forceinline__ void shifts(uint32_t w, uint32_t (&src)[4]) {
+    src[0] = w;
+    src[1] = w >> 4;
+    src[2] = w >> 8;
+    src[3] = w >> 12;
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -116,6 +104,21 @@ template <> struct Ops<__nv_bfloat16> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 };
+
+// Position of code pair j (0..7) in its shifted copy, and the magic it sits under.
+__host__ __device__ constexpr int code_pos(int j) { return j % 2; }
+
+template <typename T>
+__device__ __forceinline__ void dequant_biased(uint32_t w, uint32_t (&out)[8]) {
+  using O = Ops<T>;
+  uint32_t src[4];
+  O::shifts(w, src);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int p = code_pos(j);
+    out[j] = and_or(src[j / 2], 0x00030003u << (O::kField + 2 * p), O::magic(p));
+  }
+}
 
 __device__ __forceinline__ float half_bits_to_float(uint16_t v) { return __half2float(__ushort_as_half(v)); }
 
@@ -160,44 +163,65 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
-// Shared memory of a block: each warp's ring of kStages chunk buffers (16 rows ×
+// Shared memory of a block: each warp's ring of kStages chunk buffers (16·kTiles rows ×
 // kRowWords words; 4 pad words a row make the fragment reads of a unit conflict-free),
-// then the block's group scales (and zeros) as fp16 bits [16][G].
+// then the block's group scales (and zeros) as fp16 bits [16·kTiles][G].
 constexpr int kRowWords = 4 * kUnits + 4;
-constexpr int kRingWords = kWarps * kStages * 16 * kRowWords;
+__host__ __device__ constexpr int ring_words(int tiles) { return kWarps * kStages * 16 * tiles * kRowWords; }
 
 // Group scales a row: kGroup = 0 is the per-row mode (its scale is read at the end).
 __host__ __device__ constexpr int groups_per_row(int K, int kGroup) { return kGroup == 0 ? 0 : K / kGroup; }
 
-size_t gemv_smem_bytes(int K, int kGroup, bool asym) {
+// Bytes of group scales (and zeros) of a block, rounded up to 16.
+size_t gemv_scale_bytes(int K, int kGroup, bool asym, int tiles) {
   const size_t G = groups_per_row(K, kGroup);
-  return kRingWords * 4 + ((16 * G * 2 * (asym ? 2 : 1) + 15) & ~size_t(15));
+  return (16 * tiles * G * 2 * (asym ? 2 : 1) + 15) & ~size_t(15);
+}
+
+// x is staged in shared memory (M rows of K) when it is at most this big; larger x is
+// read from global memory one unit ahead.
+constexpr int kXSmemMaxBytes = 32 * 1024;
+__host__ __device__ inline bool x_in_smem(int M, int K) { return int64_t(M) * K * 2 <= kXSmemMaxBytes; }
+
+size_t gemv_smem_bytes(int M, int K, int kGroup, bool asym, int tiles, bool xs) {
+  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + (xs ? size_t(M) * K * 2 : 0);
 }
 
 // kGroup: 64 or 128 (a scale per group of columns), 0 (one scale per row, applied at the end).
-template <typename T, int NT, bool kAsym, int kGroup>
-__global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bitParams p) {
+// kTiles: m16 row tiles a warp multiplies with the same x fragments (a block owns 16·kTiles rows).
+// kXs: x staged in shared memory (only at NT = 1; a template flag so the M > 8 variants
+// keep the registers of the global-x path).
+template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
+__global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3)
+    gemv_2bit_kernel(const Linear2bitParams p) {
   using O = Ops<T>;
   constexpr bool kGrouped = kGroup != 0;
-  constexpr int kPerGroup = kGrouped ? kGroup / 64 : 1;  // units a group
+  constexpr int kRows = 16 * kTiles;  // rows of the block
+  constexpr int kH = 2 * kTiles;      // rows of a lane: g + 8h
+  constexpr int kPieces = kRows * kUnits / 32;  // 16-byte copies of a chunk per lane
+  // units between two corrections: a group, or (per-row mode) a chunk
+  constexpr int kPerGroup = kGrouped ? kGroup / 64 : kUnits;
   extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * 16;
-  const int rows[2] = {row0 + g, row0 + g + 8};
+  const int row0 = blockIdx.x * kRows;
   const int wpr = p.K / 16, units = p.K / 64, G = groups_per_row(p.K, kGroup);
   const int chunks = (units + kUnits - 1) / kUnits;
-  uint32_t* ring = smem + warp * (kStages * 16 * kRowWords);
+  uint32_t* ring = smem + warp * (kStages * kRows * kRowWords);
   const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
-  uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + kRingWords);
-  uint16_t* szr = ssc + 16 * G;
+  uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + ring_words(kTiles));
+  uint16_t* szr = ssc + kRows * G;
+  // x in shared memory (rows of K elements) when small enough (the launch sized it so)
+  constexpr bool xs = kXs;
+  const T* xsm = reinterpret_cast<const T*>(reinterpret_cast<const char*>(ssc) +
+                                            ((16 * kTiles * G * 2 * (kAsym ? 2 : 1) + 15) & ~15));
 
-  // Copies of one chunk: 16 rows × kUnits 16-byte pieces, two per lane.  Rows past N
-  // read row N - 1 (their sums are never stored); units past K are zero-filled.
-  const int32_t* src_row[2];
-  int piece_row[2], piece_unit[2];
+  // Copies of one chunk: kRows rows × kUnits 16-byte pieces, kPieces per lane.  Rows past
+  // N read row N - 1 (their sums are never stored); units past K are zero-filled.
+  const int32_t* src_row[kPieces];
+  int piece_row[kPieces], piece_unit[kPieces];
 #pragma unroll
-  for (int q = 0; q < 2; ++q) {
+  for (int q = 0; q < kPieces; ++q) {
     const int piece = lane + 32 * q;
     piece_row[q] = piece / kUnits;
     piece_unit[q] = piece % kUnits;
@@ -208,28 +232,39 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
     if (c < chunks) {
       const int left = units - c * kUnits;
 #pragma unroll
-      for (int q = 0; q < 2; ++q) {
+      for (int q = 0; q < kPieces; ++q) {
         const uint32_t dst =
-            ring_addr + 4 * (((i % kStages) * 16 + piece_row[q]) * kRowWords + 4 * piece_unit[q]);
+            ring_addr + 4 * (((i % kStages) * kRows + piece_row[q]) * kRowWords + 4 * piece_unit[q]);
         const bool ok = piece_unit[q] < left;
         cp_async16(dst, ok ? src_row[q] + 16 * c : src_row[q], ok ? 16 : 0);
       }
     }
     cp_async_commit();  // also when empty: the group count stays in step
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
 
-  // The block's scales (and zeros), while the first chunks are on their way.
+  // The block's group scales (and zeros): its rows are one run of kRows·G halves (16-byte
+  // aligned), copied in the first commit group, beside chunk 0, so their DRAM latency is
+  // the one chunk 0 pays anyway.  The run is cut at the tensor's end.
   if constexpr (kGrouped) {
-    for (int i = threadIdx.x; i < 16 * G; i += blockDim.x) {
-      const int r = i / G;
-      const int64_t src = int64_t(min(row0 + r, p.N - 1)) * G + (i - r * G);
-      ssc[i] = __ldg(p.scales + src);
-      if (kAsym) szr[i] = __ldg(p.zeros + src);
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(ssc));
+    const int64_t first = int64_t(row0) * G, total = int64_t(p.N) * G;
+    for (int piece = threadIdx.x; piece < kRows * G / 8; piece += blockDim.x) {
+      const int64_t h = first + 8 * piece;
+      const int bytes = 2 * int(max(int64_t(0), min(int64_t(8), total - h)));
+      cp_async16(dst + 16 * piece, bytes ? p.scales + h : p.scales, bytes);
+      if (kAsym) cp_async16(dst + 2 * kRows * G + 16 * piece, bytes ? p.zeros + h : p.zeros, bytes);
     }
   }
-  __syncthreads();
+  if constexpr (xs) {  // all of x, also in the first commit group (rows 16-byte aligned: checked at launch)
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(xsm));
+    const int per_row = p.K / 8;
+    for (int piece = threadIdx.x; piece < p.M * per_row; piece += blockDim.x) {
+      const int b = piece / per_row, off = piece - b * per_row;
+      cp_async16(dst + 16 * piece, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + 8 * off, 16);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
 
   const T* xptr[NT];
   bool xok[NT];
@@ -239,67 +274,110 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
     xok[nt] = b < p.M;
     xptr[nt] = static_cast<const T*>(p.x) + int64_t(xok[nt] ? b : 0) * p.x_row_stride + 16 * t;
   }
-
-  // Two accumulators (even and odd mma of a unit) halve the chain of dependent mmas.
-  float acc[NT][4] = {}, acc_b[NT][4] = {};
-  float xsum[NT][4] = {};  // asymmetric per-row mode: sum of x over this warp's units
-  constexpr uint32_t kOnes[4] = {O::kOne, O::kOne, O::kOne, O::kOne};
-
   const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
+  // x of unit columns [off, off + 64) for this lane (16 elements from 16·t), from shared
+  // memory or global memory
+  auto fetch_x = [&](int nt, int off, bool valid) {
+    if constexpr (!xs) return load_x<T>(xptr[nt] + off, valid);
+    XRaw r{make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
+    if (valid) {
+      const uint4* src = reinterpret_cast<const uint4*>(xsm + (g + 8 * nt) * p.K + off + 16 * t);
+      r.v0 = src[0];
+      r.v1 = src[1];
+    }
+    return r;
+  };
   XRaw xr[NT];  // x of the next unit to multiply
+  if constexpr (!xs) {  // from global memory: on its way while the first chunk arrives
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) xr[nt] = load_x<T>(xptr[nt] + 64 * kUnits * warp, xok[nt] && nc > 0);
+    for (int nt = 0; nt < NT; ++nt) xr[nt] = fetch_x(nt, 64 * kUnits * warp, xok[nt] && nc > 0);
+  }
+  if constexpr (kGrouped || xs) {
+    cp_async_wait<kStages - 2>();  // group 0 (this thread's scale and x pieces) has landed ...
+    __syncthreads();               // ... and every thread's
+  }
+  if constexpr (xs) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) xr[nt] = fetch_x(nt, 64 * kUnits * warp, xok[nt] && nc > 0);
+  }
+
+  // The mma multiplies biased codes M_p + c (see the header); the correction mma (same
+  // x, constant A) serves every row tile.  The per-row mode corrects each chunk the same
+  // way (s = 1; its scale comes at the end), so no long biased sum builds up.
+  const uint32_t ac[4] = {O::magic(0), O::kOne, O::magic(1), O::kOne};
+  float zrow[kH];
+#pragma unroll
+  for (int h = 0; h < kH; ++h)
+    zrow[h] = !kGrouped && kAsym ? half_bits_to_float(__ldg(p.zeros + min(row0 + g + 8 * h, p.N - 1))) : 1.5f;
+  float acc[kTiles][NT][4] = {};  // corrected sums, scaled in the grouped mode
+
   for (int i = 0; i < nc; ++i) {
     issue(i + kStages - 1);
     cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
     __syncwarp();                  // ... and every lane's
     const int c = warp + i * kWarps, left = units - c * kUnits;
-    const uint32_t* stage = ring + (i % kStages) * 16 * kRowWords;
-    float cu[2][NT][4] = {}, su[NT][4] = {};
+    const uint32_t* stage = ring + (i % kStages) * kRows * kRowWords;
+    float cu[kTiles][NT][4] = {}, cr[NT][4] = {};  // biased sums and corrections
     const bool more = i + 1 < nc;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (j >= left) break;  // the same for the whole warp
-      // the unit after this one: the next in the chunk, or the first of the warp's next chunk
-      const bool in_chunk = j + 1 < kUnits && j + 1 < left;
-      const int un = in_chunk ? c * kUnits + j + 1 : (c + kWarps) * kUnits;
+      // x of the unit after this one: the next in the chunk, or the first of the warp's next chunk
+      const bool last = j + 1 == kUnits;
+      const bool load = last ? more : j + 1 < left;
+      const int next_off = 64 * kUnits * c + (last ? 64 * kUnits * kWarps : 64 * (j + 1));
       uint32_t bx[NT][8];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        const XRaw next = load_x<T>(xptr[nt] + 64 * un, xok[nt] && (in_chunk || more));
+        const XRaw next = fetch_x(nt, next_off, xok[nt] && load);
         x_pairs(xr[nt], bx[nt]);
         xr[nt] = next;
       }
-      uint32_t wa[2][8];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) O::template dequant<!kAsym>(stage[(g + 8 * h) * kRowWords + 4 * j + t], wa[h]);
+      for (int k = 0; k < 4; ++k)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const uint32_t a[4] = {wa[0][2 * k], wa[1][2 * k], wa[0][2 * k + 1], wa[1][2 * k + 1]};
+        for (int nt = 0; nt < NT; ++nt) O::mma(cr[nt], ac, bx[nt][2 * k], bx[nt][2 * k + 1]);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          O::mma(kGrouped ? cu[k & 1][nt] : (k & 1 ? acc_b[nt] : acc[nt]), a, bx[nt][2 * k], bx[nt][2 * k + 1]);
-          if (kAsym) O::mma(kGrouped ? su[nt] : xsum[nt], kOnes, bx[nt][2 * k], bx[nt][2 * k + 1]);
+      for (int tile = 0; tile < kTiles; ++tile) {
+        uint32_t wa[2][8];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          dequant_biased<T>(stage[(g + 8 * (2 * tile + h)) * kRowWords + 4 * j + t], wa[h]);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t a[4] = {wa[0][2 * k], wa[1][2 * k], wa[0][2 * k + 1], wa[1][2 * k + 1]};
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) O::mma(cu[tile][nt], a, bx[nt][2 * k], bx[nt][2 * k + 1]);
         }
       }
-      if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group's partial sum is complete
-        const int grp = (c * kUnits + j) / kPerGroup;
-        float sc[2], zc[2];
+      const bool closes = kGrouped ? j % kPerGroup == kPerGroup - 1 : j + 1 == kUnits || j + 1 >= left;
+      if (closes) {  // a group's (per-row: a chunk's) sums are complete
+        float sc[kH], zc[kH];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
-          zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 0.f;
+        for (int h = 0; h < kH; ++h) {
+          sc[h] = 1.f;
+          zc[h] = zrow[h];
+          if constexpr (kGrouped) {
+            const int grp = (c * kUnits + j) / kPerGroup;
+            sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
+            if (kAsym) zc[h] = half_bits_to_float(szr[(g + 8 * h) * G + grp]);
+          }
         }
+#pragma unroll
+        for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int h = 2 * tile + (e >> 1), col = e & 1;  // e0, e1: row g + 16·tile; e2, e3: + 8
+              const float v = cu[tile][nt][e] - cr[nt][col];
+              acc[tile][nt][e] = fmaf(sc[h], fmaf(-zc[h], cr[nt][2 + col], v), acc[tile][nt][e]);
+              cu[tile][nt][e] = 0.f;
+            }
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e >> 1;  // e0, e1: row g; e2, e3: row g + 8
-            const float v = cu[0][nt][e] + cu[1][nt][e];
-            acc[nt][e] += sc[h] * (kAsym ? v - zc[h] * su[nt][e] : v);
-            cu[0][nt][e] = cu[1][nt][e] = 0.f;
-            su[nt][e] = 0.f;
-          }
+          for (int e = 0; e < 4; ++e) cr[nt][e] = 0.f;
       }
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
@@ -308,53 +386,72 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_2bit_kernel(const Linear2bit
 
   // reduce the warps' partial sums (in the rings' space, now free)
   __syncthreads();
-  float(*red)[2][NT][4][32] = reinterpret_cast<float(*)[2][NT][4][32]>(smem);
+  float(*red)[kTiles][NT][4][32] = reinterpret_cast<float(*)[kTiles][NT][4][32]>(smem);
+  static_assert(kWarps * kTiles * NT * 4 * 32 <= ring_words(kTiles), "the reduction reuses the rings");
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+  for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      red[warp][0][nt][c][lane] = acc[nt][c] + acc_b[nt][c];
-      if (kAsym && !kGrouped) red[warp][1][nt][c][lane] = xsum[nt][c];
-    }
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) red[warp][tile][nt][e][lane] = acc[tile][nt][e];
   __syncthreads();
-  if (warp != 0) return;
+  if (warp >= kTiles) return;  // warp `tile` writes that tile's rows
+  const int tile = warp;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float v = 0.f, xs = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      float v = 0.f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        v += red[w][0][nt][c][lane];
-        if (kAsym && !kGrouped) xs += red[w][1][nt][c][lane];
-      }
-      const int row = rows[c >> 1], b = 2 * t + (c & 1) + 8 * nt;
+      for (int w = 0; w < kWarps; ++w) v += red[w][tile][nt][e][lane];
+      const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1) + 8 * nt;
       if (row >= p.N || b >= p.M) continue;
-      if (!kGrouped) {  // one scale (and zero) per row
-        const float s = half_bits_to_float(__ldg(p.scales + row));
-        v = s * (kAsym ? v - half_bits_to_float(__ldg(p.zeros + row)) * xs : v);
-      }
+      if (!kGrouped) v *= half_bits_to_float(__ldg(p.scales + row));  // one scale per row
       if (p.bias != nullptr) v += to_float(static_cast<const T*>(p.bias)[row]);
       static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
     }
 }
-static_assert(kWarps * 2 * 2 * 4 * 32 <= kRingWords, "the reduction reuses the rings");
+
+template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
+Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
+  auto kernel = gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>;
+  const size_t smem = gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs);
+  // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
+  // on every launch would cost more than the kernel at M = 1 in eager mode).
+  static int allowed[64] = {};  // per device: the largest size set so far
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Status::kCudaError;
+  if (smem > 48 * 1024 && int(smem) > allowed[dev]) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+      return Status::kUnsupported;  // more group scales than shared memory holds
+    allowed[dev] = int(smem);
+  }
+  kernel<<<dim3((p.N + 16 * kTiles - 1) / (16 * kTiles)), dim3(kWarps * 32), smem, stream>>>(p);
+  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+// Two row tiles a warp halve the x work per weight but also the number of blocks: only
+// where the grid still covers the GPU twice (N >= 8192 on an H100), and at M <= 8.
+template <typename T, int NT, bool kAsym, int kGroup, bool kXs>
+Status launch_tiles(const Linear2bitParams& p, cudaStream_t stream) {
+  if constexpr (NT == 1) {
+    if (p.N >= 8192) return launch_kernel<T, NT, kAsym, kGroup, 2, kXs>(p, stream);
+  }
+  return launch_kernel<T, NT, kAsym, kGroup, 1, kXs>(p, stream);
+}
 
 template <typename T, int NT, bool kAsym, int kGroup>
-Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
-  auto kernel = gemv_2bit_kernel<T, NT, kAsym, kGroup>;
-  const size_t smem = gemv_smem_bytes(p.K, kGroup, kAsym);
-  if (smem > 48 * 1024 &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
-    return Status::kUnsupported;  // more group scales than shared memory holds
-  kernel<<<dim3((p.N + 15) / 16), dim3(kWarps * 32), smem, stream>>>(p);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+Status launch_xs(const Linear2bitParams& p, cudaStream_t stream) {
+  if constexpr (NT == 1) {
+    if (x_in_smem(p.M, p.K)) return launch_tiles<T, NT, kAsym, kGroup, true>(p, stream);
+  }
+  return launch_tiles<T, NT, kAsym, kGroup, false>(p, stream);
 }
 
 template <typename T, int NT, int kGroup>
 Status launch_group(const Linear2bitParams& p, cudaStream_t stream) {
-  return p.zeros != nullptr ? launch_kernel<T, NT, true, kGroup>(p, stream)
-                            : launch_kernel<T, NT, false, kGroup>(p, stream);
+  return p.zeros != nullptr ? launch_xs<T, NT, true, kGroup>(p, stream)
+                            : launch_xs<T, NT, false, kGroup>(p, stream);
 }
 
 template <typename T, int NT>
@@ -380,7 +477,11 @@ Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
   // x is read as 16-byte vectors; weights as aligned words
   if (reinterpret_cast<uintptr_t>(p.x) % 16 || (p.x_row_stride * 2) % 16 || reinterpret_cast<uintptr_t>(p.packed) % 16)
     return Status::kMisaligned;
-  if (int64_t(p.N + 15) / 16 > int64_t(0x7fffffff)) return Status::kUnsupported;
+  // group scales and zeros are copied to shared memory as 16-byte pieces
+  if (p.group_size != p.K &&
+      (reinterpret_cast<uintptr_t>(p.scales) % 16 || reinterpret_cast<uintptr_t>(p.zeros) % 16))
+    return Status::kMisaligned;
+  if (int64_t(p.N) + 15 > int64_t(0x7fffffff)) return Status::kUnsupported;
   switch (p.dtype) {
     case DType::kF16: return launch_typed<__half>(p, stream);
     case DType::kBF16: return launch_typed<__nv_bfloat16>(p, stream);

@@ -91,7 +91,7 @@ def _args(N=96, K=128, **over):
 
 
 def _misaligned(t):
-    buf = torch.zeros(t.numel() + 1, dtype=t.dtype)
+    buf = torch.zeros(t.numel() + 1, dtype=t.dtype, device=t.device)
     v = buf[1:].view(t.shape)
     v.copy_(t)
     return v
@@ -169,3 +169,23 @@ def test_dequantize_kernels(name, device, g, asym):
         out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
         backend.implementation("dequantize_2bit", name)(packed, scales, zeros, dtype, out=out)
         assert rel_err(out, W) < REL_TOL[dtype]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("asym", [False, True])
+def test_cuda_gemv_takes_misaligned_group_scales(asym):
+    """The decode kernel copies group scales as 16-byte pieces: a view that starts off that
+    boundary is copied by the op, with the same result."""
+    from quipkern import _ext
+    if not _ext.AVAILABLE:
+        pytest.skip("the CUDA extension is not built")
+    N, K, M = 80, 512, 3
+    (packed, scales, zeros), _ = two_bit_case(N, K, 64, asym, "cuda")
+    x = torch.randn(M, K, device="cuda").half()
+    ref = linear_2bit_ref(x.double(), packed, scales, zeros)
+    s_mis = _misaligned(scales)
+    z_mis = _misaligned(zeros) if asym else None
+    assert s_mis.data_ptr() % 16
+    out = backend.implementation("linear_2bit", "cuda")(x, packed, s_mis, z_mis, None, None, None, None, None,
+                                                         False, False)
+    assert rel_err(out, ref) < LAYER_TOL[torch.float16]

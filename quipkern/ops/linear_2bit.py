@@ -128,7 +128,12 @@ if _ext.AVAILABLE:
 
     def _cuda_gemv(x2, packed, scales, zeros, bias, out):
         if x2.stride(0) % 8 or x2.data_ptr() % 16:
-            x2 = x2.contiguous()
+            x2 = x2.clone() if x2.is_contiguous() else x2.contiguous()
+        # the kernel copies group scales (and zeros) as 16-byte pieces
+        if scales.shape[1] > 1 and scales.data_ptr() % 16:
+            scales = scales.clone()
+        if zeros is not None and zeros.shape[1] > 1 and zeros.data_ptr() % 16:
+            zeros = zeros.clone()
         if out is None or out.stride(-1) != 1:
             out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
         torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out)
