@@ -13,7 +13,7 @@ from .layer_cases import transforms
 from .utils import HAS_CUDA, kernel_backends, rel_err
 
 SHAPES = [(1, 64, 64), (3, 96, 128), (16, 40, 192), (33, 130, 256), (7, 1, 64)] + (
-    [(1, 4096, 4096), (16, 11008, 4096), (256, 4096, 11008), (4096, 1024, 8192)] if HAS_CUDA else [])
+    [(1, 4096, 4096), (16, 11008, 4096), (256, 4096, 11008), (4096, 1024, 8192), (64, 130, 256)] if HAS_CUDA else [])
 
 
 def _case(M, N, K, device="cpu", seed=0):
@@ -31,6 +31,20 @@ def test_int8_matmul_is_exact(name, device, M, N, K):
     backend.implementation("matmul_ternary_int8", name)(q, packed, out=out)
     expect = q.cpu().to(torch.int64) @ trits.T
     assert torch.equal(out.cpu().to(torch.int64), expect)
+
+
+@pytest.mark.parametrize("N,K", [(5, 64), (40, 320)])
+def test_expand_trits_int8(N, K):
+    """The int8 operand of the prefill path (cuBLAS int8 GEMM) holds exactly the trits."""
+    from quipkern import triton as qk_triton
+    if not qk_triton.AVAILABLE or backend.why_not("matmul_ternary_int8", "triton", *_case(1, N, K)[::2]):
+        pytest.skip("Triton cannot run here")
+    from quipkern.triton.linear_ternary_a8 import expand_trits_int8
+    device = "cuda" if HAS_CUDA else "cpu"
+    _, trits, packed = _case(1, N, K, device)
+    out = torch.full((N, K), 9, dtype=torch.int8, device=device)  # poison
+    expand_trits_int8(packed, out=out)
+    assert torch.equal(out.cpu().to(torch.int64), trits)
 
 
 def test_extreme_values_and_op():

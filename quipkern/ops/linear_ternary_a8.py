@@ -27,7 +27,11 @@ from ..reference import linear_ternary_a8 as _ref
 from . import backend
 from .transformed_linear import check_layer_args, check_x, composed_forward
 
-__all__ = ["matmul_ternary_int8", "linear_ternary_a8"]
+__all__ = ["matmul_ternary_int8", "linear_ternary_a8", "INT8_GEMM_MIN_M"]
+
+# From this many rows on (CUDA), matmul_ternary_int8 expands the trits to int8 and calls
+# cuBLAS's int8 GEMM (torch._int_mm) instead of the fused Triton kernel.
+INT8_GEMM_MIN_M = 64
 
 
 def _check_matmul(q, packed):
@@ -60,7 +64,17 @@ backend.register("matmul_ternary_int8", "reference", backend.with_out(_ref.matmu
 if _triton.AVAILABLE:
     from ..triton import linear_ternary_a8 as _tl
 
-    backend.register("matmul_ternary_int8", "triton", _tl.matmul_ternary_int8, _tl.supports)
+    def _triton_matmul(q, packed, out=None):
+        # Prefill: the trits expanded to int8 once (N·K bytes written and read back) and
+        # cuBLAS's int8 GEMM (exact int32 sums) beat the fused kernel from here on.
+        M, K = q.shape
+        N = packed.shape[0]
+        if q.is_cuda and M >= INT8_GEMM_MIN_M and N % 8 == 0 and K % 8 == 0:
+            y = torch._int_mm(q.contiguous(), _tl.expand_trits_int8(packed).t())
+            return y if out is None else out.copy_(y)
+        return _tl.matmul_ternary_int8(q, packed, out)
+
+    backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
 
 
 def _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
