@@ -5,9 +5,11 @@
 // benchmarks/probe/ab.sh runs it for several versions of the GEMV at once.
 // Each kernel reads one of 8 weight buffers in turn (8 × the matrix, well over the 50 MB
 // L2), timed with CUDA events over 400 launches; µs per launch and GB/s of weights.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -136,7 +138,7 @@ bool check_all() {
   // warp in v9) with a partial last block
   const int shapes[2][2] = {{1000, 4096}, {8200, 1024}};
   for (const auto& nk : shapes)
-    for (int M : {1, 3, 16})
+    for (int M : {1, 3, 8, 16})
       for (int v = 0; v < 4; ++v) {
         const int N = nk[0], K = nk[1];
         const int group = v == 0 ? 128 : v == 1 ? 64 : K;
@@ -173,11 +175,25 @@ using namespace quipkern;
 
 int main() {
   if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
-  const int kSets = 8;
-  const int shapes[][2] = {{8192, 8192}, {28672, 8192}, {4096, 4096}};
+  // PROBE_M: batch sizes timed (default "1 16"); PROBE_RING=0 skips the memory-only kernels
+  std::vector<int> Ms;
+  {
+    const char* env = getenv("PROBE_M");
+    std::string list = env ? env : "1 16";
+    for (size_t i = 0; i < list.size();) {
+      size_t j = list.find(' ', i);
+      if (j == std::string::npos) j = list.size();
+      if (j > i) Ms.push_back(std::max(1, std::min(16, atoi(list.substr(i, j - i).c_str()))));
+      i = j + 1;
+    }
+  }
+  const bool ring = !getenv("PROBE_RING") || atoi(getenv("PROBE_RING")) != 0;
+  const int shapes[][2] = {{8192, 8192}, {28672, 8192}, {8192, 28672}, {4096, 4096}, {14336, 4096}};
   for (auto& s : shapes) {
     const int N = s[0], K = s[1];
     const size_t bytes = size_t(N) * K / 4;
+    // weight sets rotated so that they span >= 3x the 50 MB L2
+    const int kSets = int(std::max<size_t>(4, (150u << 20) / (bytes + size_t(N) * (K / 128) * 2) + 1));
     std::vector<int32_t*> w(kSets);
     std::vector<uint16_t*> sc(kSets);
     for (int i = 0; i < kSets; ++i) {
@@ -195,19 +211,21 @@ int main() {
     auto report = [&](const char* name, float us) {
       printf("%-34s %6dx%-6d %8.2f us %7.0f GB/s\n", name, N, K, us, bytes / us / 1e3);
     };
-    report("stream_ldg (1056 blocks x 256)", time_us([&](int i) {
-             stream_ldg<<<132 * 8, 256>>>(reinterpret_cast<const uint4*>(w[i % kSets]), bytes / 16);
-           }, iters));
-    const int smem = 8 * 4 * 16 * 20 * 4;
-    cudaFuncSetAttribute(ring_only<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    cudaFuncSetAttribute(ring_only<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    report("ring_only, 16 rows x 64 B chunks", time_us([&](int i) {
-             ring_only<false><<<N / 16, 256, smem>>>(w[i % kSets], N, K);
-           }, iters));
-    report("ring_only, 1 KB contiguous chunks", time_us([&](int i) {
-             ring_only<true><<<N / 16, 256, smem>>>(w[i % kSets], N, K);
-           }, iters));
-    for (int M : {1, 16}) {
+    if (ring) {
+      report("stream_ldg (1056 blocks x 256)", time_us([&](int i) {
+               stream_ldg<<<132 * 8, 256>>>(reinterpret_cast<const uint4*>(w[i % kSets]), bytes / 16);
+             }, iters));
+      const int smem = 8 * 4 * 16 * 20 * 4;
+      cudaFuncSetAttribute(ring_only<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      cudaFuncSetAttribute(ring_only<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      report("ring_only, 16 rows x 64 B chunks", time_us([&](int i) {
+               ring_only<false><<<N / 16, 256, smem>>>(w[i % kSets], N, K);
+             }, iters));
+      report("ring_only, 1 KB contiguous chunks", time_us([&](int i) {
+               ring_only<true><<<N / 16, 256, smem>>>(w[i % kSets], N, K);
+             }, iters));
+    }
+    for (int M : Ms) {
       char name[64];
       snprintf(name, sizeof name, "gemv bf16 g128 M=%d", M);
       report(name, time_us([&](int i) {
