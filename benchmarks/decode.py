@@ -2,15 +2,15 @@
 
 A stack of Llama-2-7B-wide blocks (RMSNorm, attention with rotary embeddings and a
 static KV cache, SwiGLU MLP) with random weights, an embedding and a bf16 lm_head.
-Each decode step (embed -> blocks -> head -> argmax -> next token) is captured once
-in a CUDA graph (optionally torch.compile'd first) and replayed for every token, so
-launch overheads are what a serving loop with graphs would pay, and the transforms and
-every small kernel are counted.  The quantized variants swap the blocks' seven Linear
+Each decode step (embed -> blocks -> head -> argmax -> next token) is torch.compile'd
+(fullgraph; --no-compile for the eager step), captured once in a CUDA graph and replayed
+for every token, so launch overheads are what a serving loop with graphs would pay, and
+the transforms and every small kernel are counted.  The quantized variants swap the blocks' seven Linear
 layers (not the head, which stays bf16 as in most deployments); their weights are
 random codes of the format (the speed does not depend on the values).
 
     python benchmarks/decode.py [--layers 8] [--tokens 128] [--batch 1,8] [--formats bf16,2bit,...]
-                                [--compile] [--json out.json]
+                                [--no-compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -255,7 +255,9 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--formats", default=",".join(FORMATS))
-    ap.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the step before capture")
+    ap.add_argument("--compile", dest="compile", action="store_true", default=True,
+                    help="torch.compile(fullgraph=True) the step before capture (the default)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="capture the eager step")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
