@@ -2,9 +2,10 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: build test sanitize bench demo profile sass source ab
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: apply build test sanitize bench demo profile sass source ab
 #   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
-#   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch") adjust them.
+#   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch"),
+#   PATCHES (for `apply`: patches from benchmarks/pending/ to apply to this copy first) adjust them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/quipkern-out}
@@ -16,6 +17,11 @@ LOG="$OUT/log.txt"
 status=0
 step() { echo "== $* ==" | tee -a "$LOG"; }
 
+stage_apply() {
+  step "apply pending patches: ${PATCHES:-none}"
+  # the device copy has no .git; git apply works on plain files
+  for p in ${PATCHES:-}; do git apply "$p" 2>&1 | tee -a "$LOG" || { echo "PATCH FAILED: $p" | tee -a "$LOG"; exit 1; }; done
+}
 stage_build() {
   step "GPU"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
   step "build quipkern._C"
