@@ -32,14 +32,24 @@ for impl in ("cuda", "triton"):
     if impl not in backend.available("linear_2bit"):
         continue
     fn = backend.implementation("linear_2bit", impl)
+    # N >= 8192 takes the GEMV's two-row-tile variant; M * K * 2 <= 32 KB its shared-memory x
     for N, K, M, g, asym in ((40, 192, 1, 64, False), (300, 384, 5, 128, True), (1000, 1024, 16, 1024, False),
-                             (33, 256, 3, 256, True)):
+                             (33, 256, 3, 256, True), (8200, 1024, 1, 128, False), (8200, 1024, 3, 64, True),
+                             (8200, 1024, 9, 128, False)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         scales = torch.rand(N, K // g, device="cuda").half()
         zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
         fn(x, packed, scales, zeros, bias, None, None, None, None, False, False, K, N)
+    # both transforms at power-of-two widths (where the decode kernel may apply T_in itself)
+    for N, K, M in ((512, 4096, 2), (200, 256, 7), (96, 8192, 1)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = torch.rand(N, K // 128, device="cuda").half()
+        qo = quipkern.transform_spec(N).q_matrix()
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        fn(x, packed, scales, None, None, None, random_signs(K, seed=5).cuda(), None if qo is None else qo.cuda(),
+           random_signs(N, seed=6).cuda(), True, True, K, N)
     # a padded layer: 1000 x 777 stored as 1008 x 832
     N0, K0, N, K = 1000, 777, 1008, 832
     qi, qo = quipkern.transform_spec(K).q_matrix().cuda(), quipkern.transform_spec(N).q_matrix().cuda()
