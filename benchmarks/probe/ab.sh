@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
 # A/B of GEMV versions in one GPU session: the probe (benchmarks/probe/stream_probe.cu)
 # built against each version, checked against a float64 host reference, then timed.
-#   bash benchmarks/probe/ab.sh name=file.cu name=patch:benchmarks/pending/x.patch ...
-# (default: this checkout's kernel only).  A patch is applied to a copy of this
-# checkout's csrc/linear_2bit.cu.  Output: one table per version.
+#   bash benchmarks/probe/ab.sh name=file.cu name=patch:benchmarks/pending/x.patch[+y.patch] ...
+# (default: this checkout's kernel only).  Patches (several joined by +, applied in that
+# order) are applied to a copy of this checkout's csrc/ kernel sources and headers; the
+# rest of a patch (bindings, Python) is ignored.  Output: one table per version.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 vers=${*:-current=$root/csrc/linear_2bit.cu}
+dirs=()
+trap 'rm -rf "${dirs[@]}"' EXIT
 for v in $vers; do
   name=${v%%=*}; spec=${v#*=}
+  inc=csrc/include
   if [[ $spec == patch:* ]]; then
     dir=$(mktemp -d)
-    mkdir -p "$dir/csrc" && cp csrc/linear_2bit.cu "$dir/csrc/"
-    (cd "$dir" && git apply --include=csrc/linear_2bit.cu "$root/${spec#patch:}") || { echo "$name: patch failed"; continue; }
+    dirs+=("$dir")
+    mkdir -p "$dir/csrc" && cp -r csrc/linear_2bit.cu csrc/*.cuh csrc/include "$dir/csrc/" 2>/dev/null
+    failed=0
+    IFS=+ read -ra patches <<< "${spec#patch:}"
+    for p in "${patches[@]}"; do
+      (cd "$dir" && git apply --include='csrc/linear_2bit.cu' --include='csrc/*.cuh' --include='csrc/include/*' \
+        "$root/$p") || failed=1
+    done
+    [ $failed = 0 ] || { echo "$name: patch failed" > "/tmp/probe_$name.log"; rm -f "/tmp/probe_$name"; continue; }
     src=$dir/csrc/linear_2bit.cu
+    inc=$dir/csrc/include
   else
     src=$(realpath "$spec")
   fi
-  nvcc -std=c++17 -O3 -Icsrc/include -gencode=arch=compute_90a,code=sm_90a "-DQK_GEMV_SOURCE=\"$src\"" \
+  nvcc -std=c++17 -O3 "-I$inc" -Icsrc/include -gencode=arch=compute_90a,code=sm_90a "-DQK_GEMV_SOURCE=\"$src\"" \
     benchmarks/probe/stream_probe.cu -o "/tmp/probe_$name" > "/tmp/probe_$name.log" 2>&1 &
 done
 wait
