@@ -173,7 +173,7 @@ __host__ __device__ constexpr int ring_words(int tiles) { return kWarps * kStage
 __host__ __device__ constexpr int groups_per_row(int K, int kGroup) { return kGroup == 0 ? 0 : K / kGroup; }
 
 // Bytes of group scales (and zeros) of a block, rounded up to 16.
-size_t gemv_scale_bytes(int K, int kGroup, bool asym, int tiles) {
+__host__ __device__ inline size_t gemv_scale_bytes(int K, int kGroup, bool asym, int tiles) {
   const size_t G = groups_per_row(K, kGroup);
   return (16 * tiles * G * 2 * (asym ? 2 : 1) + 15) & ~size_t(15);
 }
@@ -181,7 +181,7 @@ size_t gemv_scale_bytes(int K, int kGroup, bool asym, int tiles) {
 // x is staged in shared memory (M rows of K) when it is at most this big; larger x is
 // read from global memory one unit ahead.
 constexpr int kXSmemMaxBytes = 32 * 1024;
-__host__ __device__ inline bool x_in_smem(int M, int K) { return int64_t(M) * K * 2 <= kXSmemMaxBytes; }
+inline bool x_in_smem(int M, int K) { return int64_t(M) * K * 2 <= kXSmemMaxBytes; }
 
 size_t gemv_smem_bytes(int M, int K, int kGroup, bool asym, int tiles, bool xs) {
   return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + (xs ? size_t(M) * K * 2 : 0);
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
   // x in shared memory (rows of K elements) when small enough (the launch sized it so)
   constexpr bool xs = kXs;
   const T* xsm = reinterpret_cast<const T*>(reinterpret_cast<const char*>(ssc) +
-                                            ((16 * kTiles * G * 2 * (kAsym ? 2 : 1) + 15) & ~15));
+                                            gemv_scale_bytes(p.K, kGroup, kAsym, kTiles));
 
   // Copies of one chunk: kRows rows × kUnits 16-byte pieces, kPieces per lane.  Rows past
   // N read row N - 1 (their sums are never stored); units past K are zero-filled.
