@@ -145,11 +145,14 @@ def _latency_ms(model, sentences, device: str) -> float | None:
     return statistics.median(times)
 
 
+QUICK_SENTENCES = 8  # evaluation and calibration sentences each in --quick mode
+
+
 def run(device: str, ranks: list[int], quick: bool = False, model_dir: str | None = None) -> list[dict]:
     torch.manual_seed(0)
     base = _load(device, model_dir)
-    eval_s = EVAL_SENTENCES[:8] if quick else EVAL_SENTENCES
-    calib_s = CALIBRATION_SENTENCES[:8] if quick else CALIBRATION_SENTENCES
+    eval_s = EVAL_SENTENCES[:QUICK_SENTENCES] if quick else EVAL_SENTENCES
+    calib_s = CALIBRATION_SENTENCES[:QUICK_SENTENCES] if quick else CALIBRATION_SENTENCES
     ref = _embed(base, eval_s)
     float_bytes = sum(m.weight.numel() * m.weight.element_size() for n, m in base[0].auto_model.named_modules()
                       if isinstance(m, torch.nn.Linear) and n.startswith("encoder."))
@@ -189,12 +192,12 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--ranks", default="8,32,64", help="low-rank terms to try on top of (c); '' for none")
     ap.add_argument("--json", help="write the rows here")
-    ap.add_argument("--quick", action="store_true", help="8 sentences each (smoke test)")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_SENTENCES} sentences each (smoke test)")
     ap.add_argument("--model-dir", help="load the model from this folder instead of the package")
     args = ap.parse_args(argv)
     ranks = [int(r) for r in args.ranks.split(",") if r]
     rows = run(args.device, ranks, args.quick, args.model_dir)
-    print_table(rows, args.device, 8 if args.quick else len(EVAL_SENTENCES))
+    print_table(rows, args.device, QUICK_SENTENCES if args.quick else len(EVAL_SENTENCES))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": args.device, "torch": torch.__version__, "rows": rows}, f, indent=1)
