@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -125,6 +126,8 @@ def environment() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
         "host": platform.node(),
+        # programmatic dependent launch of the CUDA kernels (csrc/launch.cuh): on unless "0"
+        "quipkern_pdl": os.environ.get("QUIPKERN_PDL", "1"),
     }
 
 

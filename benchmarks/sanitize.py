@@ -1,5 +1,8 @@
 """A few small calls of every CUDA and Triton kernel, run under compute-sanitizer by
-benchmarks/device_run.sh: out-of-bounds accesses and races show up there."""
+benchmarks/device_run.sh: out-of-bounds accesses and races show up there.
+SANITIZE_IMPLS="cuda" limits it to some backends (Triton's compiles are slow under memcheck)."""
+
+import os
 
 import torch
 
@@ -7,7 +10,9 @@ import quipkern
 from quipkern.formats import random_signs
 from quipkern.ops import backend
 
-for impl in ("cuda", "triton"):
+IMPLS = os.environ.get("SANITIZE_IMPLS", "cuda triton").split()
+
+for impl in IMPLS:
     if impl not in backend.available("rht"):
         continue
     fn = backend.implementation("rht", impl)
@@ -28,7 +33,7 @@ for impl in ("cuda", "triton"):
             x = torch.randn(rows, n, device="cuda").to(dtype)
             y = fn(x, q, random_signs(P, seed=1).cuda(), None, 1.0, False, P, P)
             fn(y, q, None, random_signs(P, seed=2).cuda(), 1.0, True, P, n)
-for impl in ("cuda", "triton"):
+for impl in IMPLS:
     if impl not in backend.available("linear_2bit"):
         continue
     fn = backend.implementation("linear_2bit", impl)
@@ -59,5 +64,16 @@ for impl in ("cuda", "triton"):
         x = torch.randn(M, K0, device="cuda", dtype=torch.bfloat16)
         fn(x, packed, scales, None, None, qi, random_signs(K, seed=3).cuda(), qo, random_signs(N, seed=4).cuda(),
            True, True, K0, N0)
+for impl in IMPLS:
+    if impl not in backend.available("dequantize_2bit"):
+        continue
+    fn = backend.implementation("dequantize_2bit", impl)
+    # partial strips of rows and a row length that is not a multiple of 64 words
+    for N, K, g, asym in ((37, 192, 64, True), (130, 1024, 128, False), (5, 384, 384, True)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = torch.rand(N, K // g, device="cuda").half()
+        zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            fn(packed, scales, zeros, dtype)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 #include <Python.h>
 
+#include "quipkern/dequantize_2bit.h"
 #include "quipkern/linear_2bit.h"
 #include "quipkern/rht.h"
 
@@ -117,9 +118,10 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
 }
 
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
+// pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl).
 void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                            const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
-                           at::Tensor& out) {
+                           at::Tensor& out, bool pdl) {
   const char* op = "_linear_2bit_gemv_cuda";
   QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
               "last dim; got ", x.sizes(), " on ", x.device());
@@ -166,8 +168,43 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.K = int(K);
   p.group_size = int(K / scales.size(1));
   p.dtype = dt;
+  p.pdl = pdl;
   const c10::cuda::CUDAGuard guard(x.device());
   check_status(quipkern::linear_2bit_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
+}
+
+// out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype.
+void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
+                          at::Tensor& out) {
+  const char* op = "_dequantize_2bit_cuda";
+  QK_CHECK(packed.is_cuda() && packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
+           ": 'packed' must be a contiguous int32 (N, K/16) CUDA tensor; got ", packed.sizes(), " ",
+           packed.scalar_type(), " on ", packed.device());
+  check_cuda(scales, packed, op, "scales");
+  check_cuda(out, packed, op, "out");
+  const int64_t N = packed.size(0), K = packed.size(1) * 16;
+  QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
+               scales.size(1) > 0 && K % scales.size(1) == 0,
+           op, ": 'scales' must be contiguous float16 (N, K/g); got ", scales.sizes(), " ", scales.scalar_type());
+  QK_CHECK(out.dim() == 2 && out.size(0) == N && out.size(1) == K && out.stride(1) == 1, op,
+           ": 'out' must be (N, K) = (", N, ", ", K, ") with a contiguous last dim; got ", out.sizes());
+  quipkern::Dequantize2bitParams p;
+  p.packed = packed.data_ptr<int32_t>();
+  p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  if (zeros) {
+    check_cuda(*zeros, packed, op, "zeros");
+    QK_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
+             ": 'zeros' must be contiguous float16 shaped like 'scales'");
+    p.zeros = reinterpret_cast<const uint16_t*>(zeros->data_ptr());
+  }
+  p.out = out.data_ptr();
+  p.out_row_stride = out.stride(0);
+  p.N = int(N);
+  p.K = int(K);
+  p.group_size = int(K / scales.size(1));
+  p.dtype = to_dtype(out, op, "out");
+  const c10::cuda::CUDAGuard guard(packed.device());
+  check_status(quipkern::dequantize_2bit_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
 }  // namespace
@@ -176,12 +213,14 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_rht_cuda(Tensor x, Tensor? q, Tensor? signs_in, Tensor? signs_out, float scale, bool transpose, "
         "int n, Tensor(a!) out) -> ()");
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
-        "Tensor(a!) out) -> ()");
+        "Tensor(a!) out, bool pdl=False) -> ()");
+  m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
   m.impl("_rht_cuda", &rht_cuda);
   m.impl("_linear_2bit_gemv_cuda", &linear_2bit_gemv_cuda);
+  m.impl("_dequantize_2bit_cuda", &dequantize_2bit_cuda);
 }
 
 // quipkern._C is imported for its registrations; it has no Python-level functions.

@@ -43,6 +43,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "launch.cuh"
 #include "quipkern/linear_2bit.h"
 
 namespace quipkern {
@@ -139,8 +140,8 @@ template <typename T>
 __device__ __forceinline__ XRaw load_x(const T* __restrict__ src, bool valid) {
   XRaw r{make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
   if (valid) {
-    r.v0 = __ldg(reinterpret_cast<const uint4*>(src));
-    r.v1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
+    r.v0 = load_cg16(src);  // not __ldg: x comes from the kernel before (launch.cuh)
+    r.v1 = load_cg16(reinterpret_cast<const uint4*>(src) + 1);
   }
   return r;
 }
@@ -255,16 +256,19 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
       if (kAsym) cp_async16(dst + 2 * kRows * G + 16 * piece, bytes ? p.zeros + h : p.zeros, bytes);
     }
   }
-  if constexpr (xs) {  // all of x, also in the first commit group (rows 16-byte aligned: checked at launch)
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  // Weights only up to here (launch.cuh): with PDL the predecessor (T_in) may still run.
+  pdl_wait();
+  if constexpr (xs) {  // all of x, in a commit group of its own after the first chunks (rows 16-byte aligned: checked at launch)
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(xsm));
     const int per_row = p.K / 8;
     for (int piece = threadIdx.x; piece < p.M * per_row; piece += blockDim.x) {
       const int b = piece / per_row, off = piece - b * per_row;
       cp_async16(dst + 16 * piece, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + 8 * off, 16);
     }
+    cp_async_commit();  // groups: chunk 0 (+ scales), chunk 1, x, then chunk i + 1 for i >= 2
   }
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
 
   const T* xptr[NT];
   bool xok[NT];
@@ -292,8 +296,11 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) xr[nt] = fetch_x(nt, 64 * kUnits * warp, xok[nt] && nc > 0);
   }
-  if constexpr (kGrouped || xs) {
-    cp_async_wait<kStages - 2>();  // group 0 (this thread's scale and x pieces) has landed ...
+  if constexpr (xs) {
+    cp_async_wait<0>();  // x (and the chunks before it) has landed ...
+    __syncthreads();     // ... and every thread's pieces
+  } else if constexpr (kGrouped) {
+    cp_async_wait<kStages - 2>();  // group 0 (this thread's scale pieces) has landed ...
     __syncthreads();               // ... and every thread's
   }
   if constexpr (xs) {
@@ -313,7 +320,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 
   for (int i = 0; i < nc; ++i) {
     issue(i + kStages - 1);
-    cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
+    cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies; the x group only shifts which) ...
     __syncwarp();                  // ... and every lane's
     const int c = warp + i * kWarps, left = units - c * kUnits;
     const uint32_t* stage = ring + (i % kStages) * kRows * kRowWords;
@@ -382,6 +389,9 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
+  // The next kernel (T_out) may be scheduled now, to be resident when this grid ends.  Not
+  // earlier: a dependent scheduled early sits on SM slots while it waits (launch.cuh).
+  pdl_launch_dependents();
   cp_async_wait<0>();
 
   // reduce the warps' partial sums (in the rings' space, now free)
@@ -407,7 +417,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
       const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1) + 8 * nt;
       if (row >= p.N || b >= p.M) continue;
       if (!kGrouped) v *= half_bits_to_float(__ldg(p.scales + row));  // one scale per row
-      if (p.bias != nullptr) v += to_float(static_cast<const T*>(p.bias)[row]);
+      if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
       static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
     }
 }
@@ -426,8 +436,14 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
       return Status::kUnsupported;  // more group scales than shared memory holds
     allowed[dev] = int(smem);
   }
-  kernel<<<dim3((p.N + 16 * kTiles - 1) / (16 * kTiles)), dim3(kWarps * 32), smem, stream>>>(p);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+  const int blocks = (p.N + 16 * kTiles - 1) / (16 * kTiles);
+  // Not for a long single-wave grid (K >= 16384, at most two blocks an SM): its blocks,
+  // placed early beside the predecessor's, can end up three on some SMs and one on others,
+  // and those SMs set the time (H100, session 6: 8192×28672 38.8 -> 44.6 µs, while 8192²,
+  // 4096², 14336×4096 and 28672×8192 gained ~2 µs each).
+  const bool pdl = p.pdl && (p.K < 16384 || blocks > 2 * sm_count(dev));
+  const cudaError_t e = launch_pdl_if(pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
+  return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
 // Two row tiles a warp halve the x work per weight but also the number of blocks: only

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 
+#include "launch.cuh"
 #include "quipkern/rht.h"
 
 namespace quipkern {
@@ -117,11 +118,11 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
         if (col + kCnt > p.n_in) {  // the group reaches into the zero padding
 #pragma unroll
           for (int t = 0; t < kCnt; ++t)
-            v[j * kCnt + t] = col + t < p.n_in ? apply_sign(Cvt<T>::load(src[t]), p.signs_in, col + t) : 0.f;
+            v[j * kCnt + t] = col + t < p.n_in ? apply_sign(Cvt<T>::load(load_cg(src + t)), p.signs_in, col + t) : 0.f;
         } else if constexpr (kVec && kCnt >= kPerVec) {
 #pragma unroll
           for (int c = 0; c < kCnt; c += kPerVec) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(src + c);
+            const uint4 raw = load_cg16(src + c);  // x comes from the kernel before (launch.cuh)
             const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
             for (int u = 0; u < kPerVec; ++u)
@@ -130,7 +131,7 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
         } else {
 #pragma unroll
           for (int t = 0; t < kCnt; ++t)
-            v[j * kCnt + t] = apply_sign(Cvt<T>::load(src[t]), p.signs_in, col + t);
+            v[j * kCnt + t] = apply_sign(Cvt<T>::load(load_cg(src + t)), p.signs_in, col + t);
         }
       } else {
 #pragma unroll
@@ -161,6 +162,8 @@ __device__ __forceinline__ void run_pass(const RhtParams& p, float* smem, int lo
 
 template <typename T, bool kVec>
 __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
+  pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
+  pdl_launch_dependents();
   extern __shared__ float smem[];
   const int n = p.n, P = 1 << p.log2_p;
   const int64_t row0 = int64_t(blockIdx.x) * plan.rows_per_block;
@@ -314,6 +317,8 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
 
 template <typename T, int kLogP>
 __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan plan) {
+  pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
+  pdl_launch_dependents();
   using S = PassSplit<kLogP>;
   constexpr int kP = 1 << kLogP, kTpr = kP / kMainValues, kG0 = S::bits(0);
   extern __shared__ float smem[];
@@ -344,14 +349,14 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
     if (c0 + kMainValues <= p.n_in) {
 #pragma unroll
       for (int c = 0; c < kMainValues; c += kPerVec) {
-        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src + c));
+        const uint4 raw = load_cg16(src + c);  // not __ldg: x comes from the kernel before (launch.cuh)
         const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
         for (int u = 0; u < kPerVec; ++u) v[c + u] = Cvt<T>::load(e[u]);
       }
     } else {  // the zero padding of a padded width
 #pragma unroll
-      for (int i = 0; i < kMainValues; ++i) v[i] = c0 + i < p.n_in ? Cvt<T>::load(src[i]) : 0.f;
+      for (int i = 0; i < kMainValues; ++i) v[i] = c0 + i < p.n_in ? Cvt<T>::load(load_cg(src + i)) : 0.f;
     }
     if (p.signs_in != nullptr) {
       const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(p.signs_in) + ((col0 + kMainValues * t) >> 5));
@@ -472,8 +477,8 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
       return Status::kCudaError;
     while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
   }
-  kernel<<<dim3(unsigned(blocks), 1u << plan.log2_q_split), threads, smem, stream>>>(p, plan);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+  const cudaError_t e = launch(kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split), dim3(threads), smem, stream, p, plan);
+  return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
 template <typename T>
@@ -509,8 +514,8 @@ Status launch_generic(const RhtParams& p, const Plan& plan, cudaStream_t stream)
   const int threads = std::min(1024, std::max(32, ((tile / kV + 31) / 32) * 32));
   const int64_t blocks = (p.rows + plan.rows_per_block - 1) / plan.rows_per_block;
   if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
-  kernel<<<unsigned(blocks), threads, smem, stream>>>(p, plan);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+  const cudaError_t e = launch(kernel, dim3(unsigned(blocks)), dim3(threads), smem, stream, p, plan);
+  return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
 }  // namespace

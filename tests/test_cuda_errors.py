@@ -28,6 +28,13 @@ def _gemv(M, scale_rows):
 CASES = {
     "gemv M=17": (_gemv(17, 64), "_linear_2bit_gemv_cuda: M=17 rows; the decode kernel takes 1..16"),
     "gemv scales shape": (_gemv(2, 63), "'scales' must be contiguous float16 (N, K/g)"),
+    "dequantize out shape": (
+        """
+        torch.ops.quipkern._dequantize_2bit_cuda(
+            torch.zeros(64, 8, dtype=torch.int32, device="cuda"), torch.ones(64, 2, dtype=torch.float16, device="cuda"),
+            None, torch.empty(64, 64, device="cuda").half())
+        """,
+        "_dequantize_2bit_cuda: 'out' must be (N, K) = (64, 128)"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")

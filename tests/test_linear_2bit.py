@@ -162,13 +162,14 @@ def test_kernels_against_float64_reference(name, device, M, dtype, case):
 @pytest.mark.parametrize("name,device", [b for b in kernel_backends("dequantize_2bit")])
 @pytest.mark.parametrize("g,asym", [(64, False), (128, True), ("row", False)])
 def test_dequantize_kernels(name, device, g, asym):
-    N, K = (300, 1024) if HAS_CUDA else (40, 256)
-    g = K if g == "row" else g
-    (packed, scales, zeros), W = two_bit_case(N, K, g, asym, device)
-    for dtype in (torch.float32, torch.bfloat16):
-        out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
-        backend.implementation("dequantize_2bit", name)(packed, scales, zeros, dtype, out=out)
-        assert rel_err(out, W) < REL_TOL[dtype]
+    # on the GPU: a partial row strip (K/16 < 256 words) and a second, partial one (K/16 = 272)
+    for N, K in ([(300, 1024), (37, 4352)] if HAS_CUDA else [(40, 256)]):
+        gs = K if g == "row" else g
+        (packed, scales, zeros), W = two_bit_case(N, K, gs, asym, device)
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
+            backend.implementation("dequantize_2bit", name)(packed, scales, zeros, dtype, out=out)
+            assert rel_err(out, W) < REL_TOL[dtype], (N, K, dtype)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

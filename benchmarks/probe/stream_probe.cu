@@ -91,6 +91,16 @@ auto set_hadamard(P& p, const uint8_t* signs, int) -> decltype(p.hadamard_in = t
 template <typename P>
 bool set_hadamard(P&, const uint8_t*, long) { return false; }
 
+// Linear2bitParams::pdl (launch with PDL, as after the layer's T_in) where the version has
+// it: PROBE_PDL=1 sets it (back-to-back GEMVs then overlap); no-op for older versions.
+template <typename P>
+auto set_pdl(P& p, int) -> decltype(p.pdl = true, void()) {
+  static const bool on = getenv("PROBE_PDL") && atoi(getenv("PROBE_PDL")) != 0;
+  p.pdl = on;
+}
+template <typename P>
+void set_pdl(P&, long) {}
+
 // x <- H_K / sqrt(K) · S · x for each of the M rows (Sylvester order, docs/FORMATS.md), in double.
 void host_hadamard(std::vector<double>& x, const std::vector<uint8_t>& signs, int M, int K) {
   for (int b = 0; b < M; ++b) {
@@ -231,7 +241,8 @@ using namespace quipkern;
 
 int main() {
   if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
-  // PROBE_M: batch sizes timed (default "1 16"); PROBE_RING=0 skips the memory-only kernels
+  // PROBE_M: batch sizes timed (default "1 16"); PROBE_RING=0 skips the memory-only kernels;
+  // PROBE_PDL=1 launches the GEMVs with PDL where the version has Linear2bitParams::pdl
   std::vector<int> Ms;
   {
     const char* env = getenv("PROBE_M");
@@ -289,6 +300,7 @@ int main() {
                p.x = x; p.x_row_stride = K; p.y = y; p.y_row_stride = N;
                p.packed = w[i % kSets]; p.scales = sc[i % kSets];
                p.M = M; p.N = N; p.K = K; p.group_size = 128; p.dtype = quipkern::DType::kBF16;
+               set_pdl(p, 0);
                quipkern::linear_2bit_gemv_launch(p, 0);
              }, iters));
     }

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from .. import _ext
 from .. import triton as _triton
 from .._checks import FLOAT_DTYPES
 from ..formats.two_bit import check_2bit_weight
@@ -43,3 +44,20 @@ if _triton.AVAILABLE:
     from ..triton import linear_2bit as _tl
 
     backend.register("dequantize_2bit", "triton", _tl.dequantize_2bit, _tl.supports_dequantize)
+
+if _ext.AVAILABLE:
+
+    def _cuda(packed, scales, zeros, dtype, out=None):
+        if out is None:
+            out = torch.empty(packed.shape[0], packed.shape[1] * 16, dtype=dtype, device=packed.device)
+        torch.ops.quipkern._dequantize_2bit_cuda(packed, scales, zeros, out)
+        return out
+
+    def _cuda_supports(packed, scales, zeros, dtype, out=None):
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            return f"the CUDA kernel writes float16, bfloat16 or float32, not {dtype}"
+        if out is not None and (out.stride(-1) != 1 or out.data_ptr() % 16 or (out.stride(0) * out.element_size()) % 16):
+            return "the CUDA kernel writes 16-byte aligned rows"
+        return None
+
+    backend.register("dequantize_2bit", "cuda", _cuda, _cuda_supports)

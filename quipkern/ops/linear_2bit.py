@@ -114,7 +114,8 @@ if _triton.AVAILABLE:
 
     def _triton_matmul(x2, packed, scales, zeros, bias, out):
         if x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda:
-            w = _tl.dequantize_2bit(packed, scales, zeros, x2.dtype)
+            # the CUDA dequantize kernel where it is built (a plain widening copy), else Triton's
+            w = backend.dispatch("dequantize_2bit", "cuda", packed, scales, zeros, x2.dtype)
             y = torch.nn.functional.linear(x2, w, bias)
             return y if out is None else out.copy_(y)
         return _tl.matmul_2bit(x2, packed, scales, zeros, bias, out)
@@ -126,7 +127,7 @@ if _triton.AVAILABLE:
 
 if _ext.AVAILABLE:
 
-    def _cuda_gemv(x2, packed, scales, zeros, bias, out):
+    def _cuda_gemv(x2, packed, scales, zeros, bias, out, pdl=False):
         if x2.stride(0) % 8 or x2.data_ptr() % 16:
             x2 = x2.clone() if x2.is_contiguous() else x2.contiguous()
         # the kernel copies group scales (and zeros) as 16-byte pieces
@@ -136,7 +137,7 @@ if _ext.AVAILABLE:
             zeros = zeros.clone()
         if out is None or out.stride(-1) != 1:
             out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
-        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out)
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, pdl)
         return out
 
     def _cuda_supports(x, packed, scales, zeros, bias, *rest):
@@ -146,4 +147,16 @@ if _ext.AVAILABLE:
             return f"the CUDA decode kernel takes at most {CUDA_GEMV_MAX_M} rows, got {_rows(x)}"
         return None
 
-    backend.register("linear_2bit", "cuda", composed(_cuda_gemv), _cuda_supports)
+    def _cuda_impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                   in_features=-1, out_features=-1, out=None):
+        # Right after the layer's T_in (quipkern's rht, which lets its dependents start
+        # early) the GEMV is launched with PDL, so its first weight loads overlap the
+        # transform; after any other kernel it measured slower (csrc/linear_2bit.h).
+        N, K = packed.shape[0], packed.shape[1] * 16
+        return composed_forward(
+            x, N, K, N if out_features == -1 else out_features, bias, q_in, signs_in, q_out, signs_out,
+            transform_in, transform_out,
+            lambda x2, b, o: _cuda_gemv(x2, packed, scales, zeros, b, o, pdl=bool(transform_in)),
+            fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
+
+    backend.register("linear_2bit", "cuda", _cuda_impl, _cuda_supports)

@@ -26,6 +26,11 @@ struct Linear2bitParams {
   int M = 0, N = 0, K = 0;
   int group_size = 0;               // 64, 128, or K (one scale per row)
   DType dtype = DType::kBF16;       // kF16 or kBF16
+  // Launch with programmatic dependent launch (csrc/launch.cuh; sm_90+, QUIPKERN_PDL != 0):
+  // the kernel's weight prefetch overlaps the kernel before it.  It pays when that kernel
+  // triggers early, as rht_launch's do (the layer's T_in); after a plain kernel it measured
+  // slower on the H100 (session 6), so the default is off.
+  bool pdl = false;
 };
 
 constexpr int kGemv2bitMaxM = 16;

@@ -1,0 +1,26 @@
+// quipkern: the 2-bit weight of docs/FORMATS.md ("2-bit weights") as a dense (N, K)
+// matrix, W[n, k] = s[n, k/g] · (c[n, k] − z[n, k/g]) (z = 1.5 without zeros), for the
+// prefill path that multiplies it with cuBLAS.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include "quipkern/status.h"
+
+namespace quipkern {
+
+struct Dequantize2bitParams {
+  const int32_t* packed = nullptr;   // (N, K/16), 4-byte aligned
+  const uint16_t* scales = nullptr;  // fp16 bits, (N, K/g)
+  const uint16_t* zeros = nullptr;   // fp16 bits, (N, K/g), or nullptr: symmetric grid
+  void* out = nullptr;               // (N, K) in dtype, rows out_row_stride elements apart, 16-byte aligned
+  int64_t out_row_stride = 0;
+  int N = 0, K = 0;
+  int group_size = 0;                // 64, 128, or K
+  DType dtype = DType::kBF16;        // kF16, kBF16 or kF32
+};
+
+Status dequantize_2bit_launch(const Dequantize2bitParams& p, cudaStream_t stream);
+
+}  // namespace quipkern
