@@ -6,7 +6,8 @@
 // the stream still runs: the GEMV streams its first weight chunks while T_in works, and
 // T_out is resident by the time the GEMV ends.  The rht kernels always launch with PDL;
 // the GEMV only when its caller says the kernel before it is the layer's T_in
-// (Linear2bitParams::pdl), and not for long single-wave grids (linear_2bit.cu): after a
+// (Linear2bitParams::pdl), only in its variants that stage x in shared memory, and not
+// for long single-wave grids (linear_2bit.cu): after a
 // plain kernel, or another GEMV, it measured slower on the H100 (session 6,
 // benchmarks/RESULTS.md).
 //
@@ -15,7 +16,7 @@
 //     scales, zeros) and writes nothing to global memory;
 //   * it calls pdl_wait() before it reads anything a predecessor may write (x, bias,
 //     the transform's q and signs) and before its first global write, and reads x and
-//     bias with load_cg / load_cg16 (below);
+//     bias with load_cg / load_cg16 (below) or cp.async.cg, never through __ldg;
 //   * it may call pdl_launch_dependents() at any point, which only lets the next PDL
 //     kernel be scheduled; that one still waits in its pdl_wait() for this grid to
 //     complete and its writes to be visible.  The transform calls it at its start (it is

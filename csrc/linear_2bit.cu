@@ -140,8 +140,12 @@ template <typename T>
 __device__ __forceinline__ XRaw load_x(const T* __restrict__ src, bool valid) {
   XRaw r{make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
   if (valid) {
-    r.v0 = load_cg16(src);  // not __ldg: x comes from the kernel before (launch.cuh)
-    r.v1 = load_cg16(reinterpret_cast<const uint4*>(src) + 1);
+    // __ldg (L1-cached: every warp of the block rereads x) is safe here because the
+    // variants that read x from global memory are never launched with PDL (launch_kernel),
+    // so the kernel that wrote x has ended.  Through L2 only (__ldcg) M = 16 at 8192²
+    // took 33 µs instead of 24.5 (H100, session 6).
+    r.v0 = __ldg(reinterpret_cast<const uint4*>(src));
+    r.v1 = __ldg(reinterpret_cast<const uint4*>(src) + 1);
   }
   return r;
 }
@@ -437,11 +441,13 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
     allowed[dev] = int(smem);
   }
   const int blocks = (p.N + 16 * kTiles - 1) / (16 * kTiles);
-  // Not for a long single-wave grid (K >= 16384, at most two blocks an SM): its blocks,
-  // placed early beside the predecessor's, can end up three on some SMs and one on others,
-  // and those SMs set the time (H100, session 6: 8192×28672 38.8 -> 44.6 µs, while 8192²,
-  // 4096², 14336×4096 and 28672×8192 gained ~2 µs each).
-  const bool pdl = p.pdl && (p.K < 16384 || blocks > 2 * sm_count(dev));
+  // PDL only for the variants that copy x to shared memory with cp.async (through L2,
+  // after pdl_wait); the others read x with __ldg (load_x).  And not for a long
+  // single-wave grid (K >= 16384, at most two blocks an SM): its blocks, placed early
+  // beside the predecessor's, can end up three on some SMs and one on others, and those
+  // SMs set the time (H100, session 6: 8192×28672 38.8 -> 44.6 µs, while 8192², 4096²,
+  // 14336×4096 and 28672×8192 gained ~2 µs each).
+  const bool pdl = p.pdl && kXs && (p.K < 16384 || blocks > 2 * sm_count(dev));
   const cudaError_t e = launch_pdl_if(pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }

@@ -29,7 +29,8 @@ struct Linear2bitParams {
   // Launch with programmatic dependent launch (csrc/launch.cuh; sm_90+, QUIPKERN_PDL != 0):
   // the kernel's weight prefetch overlaps the kernel before it.  It pays when that kernel
   // triggers early, as rht_launch's do (the layer's T_in); after a plain kernel it measured
-  // slower on the H100 (session 6), so the default is off.
+  // slower on the H100 (session 6), so the default is off.  Honoured at M·K·2 <= 32 KB
+  // (x staged in shared memory), otherwise a plain launch.
   bool pdl = false;
 };
 
