@@ -80,17 +80,6 @@ __global__ void __launch_bounds__(256, 4) ring_only(const int32_t* __restrict__ 
   if (acc == 0x12345678u) sink = acc;
 }
 
-// The fused input transform (Linear2bitParams::hadamard_in) where the version under test
-// has it; false for one without (the probe also builds against older GEMVs).
-template <typename P>
-auto set_hadamard(P& p, const uint8_t* signs, int) -> decltype(p.hadamard_in = true, bool()) {
-  p.hadamard_in = true;
-  p.signs_in = signs;
-  return true;
-}
-template <typename P>
-bool set_hadamard(P&, const uint8_t*, long) { return false; }
-
 // Linear2bitParams::pdl (launch with PDL, as after the layer's T_in) where the version has
 // it: PROBE_PDL=1 sets it (back-to-back GEMVs then overlap); no-op for older versions.
 template <typename P>
@@ -101,31 +90,12 @@ auto set_pdl(P& p, int) -> decltype(p.pdl = true, void()) {
 template <typename P>
 void set_pdl(P&, long) {}
 
-// x <- H_K / sqrt(K) · S · x for each of the M rows (Sylvester order, docs/FORMATS.md), in double.
-void host_hadamard(std::vector<double>& x, const std::vector<uint8_t>& signs, int M, int K) {
-  for (int b = 0; b < M; ++b) {
-    double* r = x.data() + size_t(b) * K;
-    for (int k = 0; k < K; ++k)
-      if (signs[k / 8] >> (k % 8) & 1) r[k] = -r[k];
-    for (int h = 1; h < K; h <<= 1)
-      for (int i = 0; i < K; ++i)
-        if (!(i & h)) {
-          const double u = r[i], v = r[i + h];
-          r[i] = u + v;
-          r[i + h] = u - v;
-        }
-    for (int k = 0; k < K; ++k) r[k] /= std::sqrt(double(K));
-  }
-}
-
 // The GEMV against a float64 host reference on random data (rows not a multiple of 16,
 // several M, both dtypes, symmetric / asymmetric, group and per-row scales), so that a
 // version under comparison is checked before it is timed.  Returns the worst relative
 // error ||y - ref|| / ||ref||.
-// fused: x is untransformed and the kernel applies H·S_in itself (-1: this version has no
-// fused transform).
 template <typename T>
-double check_one(int N, int K, int M, int group, bool asym, unsigned seed, bool fused = false) {
+double check_one(int N, int K, int M, int group, bool asym, unsigned seed) {
   srand(seed);
   auto rnd = [] { return rand() / double(RAND_MAX); };
   const int G = K / group;
@@ -136,11 +106,8 @@ double check_one(int N, int K, int M, int group, bool asym, unsigned seed, bool 
   for (auto& v : zr) v = __float2half(float(0.5 + 2.0 * rnd()));
   std::vector<T> x(size_t(M) * K);
   for (auto& v : x) v = T(float(2 * rnd() - 1));
-  std::vector<uint8_t> signs(K / 8);
-  for (auto& v : signs) v = uint8_t(rand());
   std::vector<double> xr(x.size());  // x as the product sees it
   for (size_t i = 0; i < x.size(); ++i) xr[i] = double(float(x[i]));
-  if (fused) host_hadamard(xr, signs, M, K);
   std::vector<double> ref(size_t(M) * N, 0.0);
   for (int n = 0; n < N; ++n)
     for (int k = 0; k < K; ++k) {
@@ -149,8 +116,7 @@ double check_one(int N, int K, int M, int group, bool asym, unsigned seed, bool 
       const double w = double(__half2float(sc[size_t(n) * G + k / group])) * (c - z);
       for (int b = 0; b < M; ++b) ref[size_t(b) * N + n] += w * xr[size_t(b) * K + k];
     }
-  uint32_t* dp; __half* ds; __half* dz; T* dx; T* dy; uint8_t* dsg;
-  cudaMalloc(&dsg, signs.size()); cudaMemcpy(dsg, signs.data(), signs.size(), cudaMemcpyHostToDevice);
+  uint32_t* dp; __half* ds; __half* dz; T* dx; T* dy;
   cudaMalloc(&dp, packed.size() * 4); cudaMemcpy(dp, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice);
   cudaMalloc(&ds, sc.size() * 2); cudaMemcpy(ds, sc.data(), sc.size() * 2, cudaMemcpyHostToDevice);
   cudaMalloc(&dz, zr.size() * 2); cudaMemcpy(dz, zr.data(), zr.size() * 2, cudaMemcpyHostToDevice);
@@ -164,14 +130,10 @@ double check_one(int N, int K, int M, int group, bool asym, unsigned seed, bool 
   p.zeros = asym ? reinterpret_cast<const uint16_t*>(dz) : nullptr;
   p.M = M; p.N = N; p.K = K; p.group_size = group;
   p.dtype = std::is_same<T, __half>::value ? quipkern::DType::kF16 : quipkern::DType::kBF16;
-  if (fused && !set_hadamard(p, dsg, 0)) {
-    cudaFree(dp); cudaFree(ds); cudaFree(dz); cudaFree(dx); cudaFree(dy); cudaFree(dsg);
-    return -1;
-  }
   const quipkern::Status st = quipkern::linear_2bit_gemv_launch(p, 0);
   std::vector<T> y(size_t(M) * N);
   cudaMemcpy(y.data(), dy, y.size() * sizeof(T), cudaMemcpyDeviceToHost);
-  cudaFree(dp); cudaFree(ds); cudaFree(dz); cudaFree(dx); cudaFree(dy); cudaFree(dsg);
+  cudaFree(dp); cudaFree(ds); cudaFree(dz); cudaFree(dx); cudaFree(dy);
   if (st != quipkern::Status::kOk) return 1e9;
   double num = 0, den = 0;
   for (size_t i = 0; i < y.size(); ++i) {
@@ -200,22 +162,6 @@ bool check_all() {
         printf("check %5dx%-5d M=%-2d group=%-4d %s  fp16 rel err %.2e  bf16 %.2e  %s\n", N, K, M, group,
                asym ? "asym" : "sym ", e16, eb, good ? "ok" : "FAILED");
       }
-  // the fused input transform (power-of-two K, M·K <= 8192), where the version has it
-  const int fshapes[3][3] = {{1000, 256, 3}, {1000, 4096, 2}, {8200, 8192, 1}};
-  for (const auto& f : fshapes)
-    for (int v = 0; v < 2; ++v) {
-      const int N = f[0], K = f[1], M = f[2], group = v == 0 ? 128 : 64;
-      const double e16 = check_one<__half>(N, K, M, group, v == 1, 17 * M + v + K, true);
-      if (e16 < 0) {
-        printf("check fused T_in: not in this version\n");
-        return ok;
-      }
-      const double eb = check_one<__nv_bfloat16>(N, K, M, group, v == 1, 19 * M + v + K, true);
-      const bool good = e16 < 2e-3 && eb < 1e-2;
-      ok = ok && good;
-      printf("check %5dx%-5d M=%-2d group=%-4d %s  fused T_in: fp16 rel err %.2e  bf16 %.2e  %s\n", N, K, M, group,
-             v == 1 ? "asym" : "sym ", e16, eb, good ? "ok" : "FAILED");
-    }
   return ok;
 }
 
@@ -303,22 +249,6 @@ int main() {
                set_pdl(p, 0);
                quipkern::linear_2bit_gemv_launch(p, 0);
              }, iters));
-    }
-    if ((K & (K - 1)) == 0 && K <= 8192) {  // the fused input transform at M = 1, where the version has it
-      uint8_t* sg;
-      cudaMalloc(&sg, K / 8);
-      cudaMemset(sg, 0x5a, K / 8);
-      quipkern::Linear2bitParams p;
-      if (set_hadamard(p, sg, 0))
-        report("gemv bf16 g128 M=1 + fused T_in", time_us([&](int i) {
-                 quipkern::Linear2bitParams q;
-                 set_hadamard(q, sg, 0);
-                 q.x = x; q.x_row_stride = K; q.y = y; q.y_row_stride = N;
-                 q.packed = w[i % kSets]; q.scales = sc[i % kSets];
-                 q.M = 1; q.N = N; q.K = K; q.group_size = 128; q.dtype = quipkern::DType::kBF16;
-                 quipkern::linear_2bit_gemv_launch(q, 0);
-               }, iters));
-      cudaFree(sg);
     }
     cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) { printf("CUDA error %s\n", cudaGetErrorString(e)); return 1; }
