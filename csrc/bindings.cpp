@@ -117,6 +117,17 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
   check_status(quipkern::rht_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// The 2-bit formats' optional zeros (asymmetric grid): float16 shaped like the scales, on
+// `like`'s device; nullptr for the symmetric grid.
+const uint16_t* zeros_ptr(const std::optional<at::Tensor>& zeros, const at::Tensor& scales, const at::Tensor& like,
+                          const char* op) {
+  if (!zeros) return nullptr;
+  check_cuda(*zeros, like, op, "zeros");
+  QK_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
+           ": 'zeros' must be contiguous float16 shaped like 'scales'");
+  return reinterpret_cast<const uint16_t*>(zeros->data_ptr());
+}
+
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
 // pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl).
 void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
@@ -151,12 +162,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.y_row_stride = M > 1 ? out.stride(0) : N;
   p.packed = packed.data_ptr<int32_t>();
   p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
-  if (zeros) {
-    check_cuda(*zeros, x, op, "zeros");
-    QK_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
-                ": 'zeros' must be contiguous float16 shaped like 'scales'");
-    p.zeros = reinterpret_cast<const uint16_t*>(zeros->data_ptr());
-  }
+  p.zeros = zeros_ptr(zeros, scales, x, op);
   if (bias) {
     check_cuda(*bias, x, op, "bias");
     QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
@@ -191,12 +197,7 @@ void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, co
   quipkern::Dequantize2bitParams p;
   p.packed = packed.data_ptr<int32_t>();
   p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
-  if (zeros) {
-    check_cuda(*zeros, packed, op, "zeros");
-    QK_CHECK(zeros->scalar_type() == at::kHalf && zeros->sizes() == scales.sizes() && zeros->is_contiguous(), op,
-             ": 'zeros' must be contiguous float16 shaped like 'scales'");
-    p.zeros = reinterpret_cast<const uint16_t*>(zeros->data_ptr());
-  }
+  p.zeros = zeros_ptr(zeros, scales, packed, op);
   p.out = out.data_ptr();
   p.out_row_stride = out.stride(0);
   p.N = int(N);
