@@ -92,16 +92,19 @@ def _rows(x):
     return x.numel() // x.shape[-1]
 
 
-def composed(matmul):
+def composed(matmul, after_t_in=False):
     """A backend implementation of linear_2bit from `matmul(x2, packed, scales, zeros, bias, out)`
-    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias), through composed_forward (transforms, padding, cut)."""
+    (out (M, N) = x2 (M, K) @ Ŵᵀ + bias), through composed_forward (transforms, padding, cut).
+    With after_t_in, matmul also gets `after_t_in=transform_in`: whether the kernel right
+    before it on the stream is the layer's T_in."""
 
     def impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
              in_features=-1, out_features=-1, out=None):
         N, K = packed.shape[0], packed.shape[1] * 16
+        extra = {"after_t_in": bool(transform_in)} if after_t_in else {}
         return composed_forward(
             x, N, K, N if out_features == -1 else out_features, bias, q_in, signs_in, q_out, signs_out,
-            transform_in, transform_out, lambda x2, b, o: matmul(x2, packed, scales, zeros, b, o),
+            transform_in, transform_out, lambda x2, b, o: matmul(x2, packed, scales, zeros, b, o, **extra),
             fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
 
     return impl
@@ -127,7 +130,10 @@ if _triton.AVAILABLE:
 
 if _ext.AVAILABLE:
 
-    def _cuda_gemv(x2, packed, scales, zeros, bias, out, pdl=False):
+    def _cuda_gemv(x2, packed, scales, zeros, bias, out, after_t_in=False):
+        # Right after the layer's T_in (quipkern's rht, which lets its dependents start
+        # early) the GEMV is launched with PDL, so its first weight loads overlap the
+        # transform; after any other kernel it measured slower (csrc/linear_2bit.h).
         if x2.stride(0) % 8 or x2.data_ptr() % 16:
             x2 = x2.clone() if x2.is_contiguous() else x2.contiguous()
         # the kernel copies group scales (and zeros) as 16-byte pieces
@@ -137,7 +143,7 @@ if _ext.AVAILABLE:
             zeros = zeros.clone()
         if out is None or out.stride(-1) != 1:
             out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
-        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, pdl)
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, after_t_in)
         return out
 
     def _cuda_supports(x, packed, scales, zeros, bias, *rest):
@@ -147,16 +153,4 @@ if _ext.AVAILABLE:
             return f"the CUDA decode kernel takes at most {CUDA_GEMV_MAX_M} rows, got {_rows(x)}"
         return None
 
-    def _cuda_impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                   in_features=-1, out_features=-1, out=None):
-        # Right after the layer's T_in (quipkern's rht, which lets its dependents start
-        # early) the GEMV is launched with PDL, so its first weight loads overlap the
-        # transform; after any other kernel it measured slower (csrc/linear_2bit.h).
-        N, K = packed.shape[0], packed.shape[1] * 16
-        return composed_forward(
-            x, N, K, N if out_features == -1 else out_features, bias, q_in, signs_in, q_out, signs_out,
-            transform_in, transform_out,
-            lambda x2, b, o: _cuda_gemv(x2, packed, scales, zeros, b, o, pdl=bool(transform_in)),
-            fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
-
-    backend.register("linear_2bit", "cuda", _cuda_impl, _cuda_supports)
+    backend.register("linear_2bit", "cuda", composed(_cuda_gemv, after_t_in=True), _cuda_supports)
