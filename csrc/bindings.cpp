@@ -117,6 +117,13 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
   check_status(quipkern::rht_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// The 2-bit formats' scales: float16 (N, K/g), one per group of g columns (g divides K).
+void check_scales(const at::Tensor& scales, int64_t N, int64_t K, const char* op) {
+  QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
+               scales.size(1) > 0 && K % scales.size(1) == 0,
+           op, ": 'scales' must be contiguous float16 (N, K/g); got ", scales.sizes(), " ", scales.scalar_type());
+}
+
 // The 2-bit formats' optional zeros (asymmetric grid): float16 shaped like the scales, on
 // `like`'s device; nullptr for the symmetric grid.
 const uint16_t* zeros_ptr(const std::optional<at::Tensor>& zeros, const at::Tensor& scales, const at::Tensor& like,
@@ -146,8 +153,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   const int64_t N = packed.size(0), K = packed.size(1) * 16, M = x.size(0);
   QK_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight K=", K);
   QK_CHECK(M >= 1 && M <= quipkern::kGemv2bitMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
-  QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
-              scales.size(1) > 0 && K % scales.size(1) == 0, op, ": 'scales' must be contiguous float16 (N, K/g)");
+  check_scales(scales, N, K, op);
   QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
               out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
   // group scales (and zeros) travel to shared memory as 16-byte pieces
@@ -189,9 +195,7 @@ void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, co
   check_cuda(scales, packed, op, "scales");
   check_cuda(out, packed, op, "out");
   const int64_t N = packed.size(0), K = packed.size(1) * 16;
-  QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
-               scales.size(1) > 0 && K % scales.size(1) == 0,
-           op, ": 'scales' must be contiguous float16 (N, K/g); got ", scales.sizes(), " ", scales.scalar_type());
+  check_scales(scales, N, K, op);
   QK_CHECK(out.dim() == 2 && out.size(0) == N && out.size(1) == K && out.stride(1) == 1, op,
            ": 'out' must be (N, K) = (", N, ", ", K, ") with a contiguous last dim; got ", out.sizes());
   quipkern::Dequantize2bitParams p;

@@ -7,9 +7,8 @@
 // T_out is resident by the time the GEMV ends.  The rht kernels always launch with PDL;
 // the GEMV only when its caller says the kernel before it is the layer's T_in
 // (Linear2bitParams::pdl), only in its variants that stage x in shared memory, and not
-// for long single-wave grids (linear_2bit.cu): after a
-// plain kernel, or another GEMV, it measured slower on the H100 (session 6,
-// benchmarks/RESULTS.md).
+// for long single-wave grids (linear_2bit.cu): after a plain kernel, or another GEMV, it
+// measured slower on the H100 (session 6, benchmarks/RESULTS.md).
 //
 // The contract every kernel launched through launch() keeps:
 //   * before pdl_wait() it reads only the layer's constant weights (packed codes,

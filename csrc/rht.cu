@@ -471,10 +471,10 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
   // Split the Q stage over blocks while the grid is smaller than the GPU, down to 32
   // columns a block.  Not in place: a block writes its slice while another still reads x.
   if (p.m > 1 && p.x != p.y) {
-    int device = 0, sms = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-      return Status::kCudaError;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return Status::kCudaError;
+    const int sms = sm_count(device);  // cached (launch.cuh)
+    if (sms == 0) return Status::kCudaError;
     while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
   }
   const cudaError_t e = launch(kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split), dim3(threads), smem, stream, p, plan);
