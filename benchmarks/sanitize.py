@@ -75,5 +75,16 @@ for impl in IMPLS:
         zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
             fn(packed, scales, zeros, dtype)
+if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
+    from quipkern.formats import pack_ternary_base3
+
+    fn = backend.implementation("linear_ternary", "cuda")
+    # base-3 rows of partial chunks and blocks, partial row blocks, both NT variants
+    for N, K, M in ((37, 100, 1), (16, 2570, 9), (200, 400, 16), (8, 80, 3)):
+        packed = pack_ternary_base3(torch.randint(-1, 2, (N, K))).cuda()
+        scale = torch.rand(N, device="cuda")
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        fn(x, packed, scale, torch.randn(N, device="cuda", dtype=torch.bfloat16), None, None, None, None, False,
+           False, K, N, K)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")

@@ -9,6 +9,7 @@
 
 #include "quipkern/dequantize_2bit.h"
 #include "quipkern/linear_2bit.h"
+#include "quipkern/linear_ternary.h"
 #include "quipkern/rht.h"
 
 namespace {
@@ -185,6 +186,58 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   check_status(quipkern::linear_2bit_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// out[:M, :N] = scale · (x @ T^T) (+ bias) for the ternary-base3 weight (packed) of K
+// input columns; M <= 16.
+void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                                    const std::optional<at::Tensor>& bias, at::Tensor& out, int64_t K) {
+  const char* op = "_linear_ternary_base3_gemv_cuda";
+  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
+           "last dim; got ", x.sizes(), " on ", x.device());
+  const DType dt = to_dtype(x, op, "x");
+  QK_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  check_cuda(packed, x, op, "packed");
+  check_cuda(scale, x, op, "scale");
+  check_cuda(out, x, op, "out");
+  const int64_t M = x.size(0);
+  QK_CHECK(M >= 1 && M <= quipkern::kGemvTernaryMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
+  QK_CHECK(K >= 2 && K % 2 == 0 && x.size(1) == K, op, ": K=", K, " must be even and x's width; x has ", x.size(1),
+           " columns");
+  QK_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.is_contiguous() &&
+               packed.size(1) == 16 * ((K + 79) / 80),
+           op, ": 'packed' must be a contiguous uint8 (N, 16·ceil(K/80)) = (N, ", 16 * ((K + 79) / 80),
+           ") tensor; got ", packed.sizes(), " ", packed.scalar_type());
+  const int64_t N = packed.size(0);
+  QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
+               scale.is_contiguous(),
+           op, ": 'scale' must be contiguous float32 (N,) or (1,); got ", scale.sizes(), " ", scale.scalar_type());
+  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+               out.stride(1) == 1,
+           op, ": 'out' must be (M, N) = (", M, ", ", N, ") in x's dtype with a contiguous last dim; got ",
+           out.sizes(), " ", out.scalar_type());
+  QK_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0 && (M == 1 || x.stride(0) % 2 == 0), op,
+           ": 'x' must start at a 4-byte aligned address with an even row stride (a fresh tensor does)");
+  quipkern::LinearTernaryBase3Params p;
+  p.x = x.data_ptr();
+  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.y = out.data_ptr();
+  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.packed = packed.data_ptr<uint8_t>();
+  p.scale = scale.data_ptr<float>();
+  p.per_row_scale = scale.size(0) == N;
+  if (bias) {
+    check_cuda(*bias, x, op, "bias");
+    QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
+             ": 'bias' must be contiguous (N,) in x's dtype");
+    p.bias = bias->data_ptr();
+  }
+  p.M = int(M);
+  p.N = int(N);
+  p.K = int(K);
+  p.dtype = dt;
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_status(quipkern::linear_ternary_base3_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
+}
+
 // out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype.
 void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
                           at::Tensor& out) {
@@ -220,12 +273,15 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
         "Tensor(a!) out, bool pdl=False) -> ()");
   m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
+  m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
+        "int K) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
   m.impl("_rht_cuda", &rht_cuda);
   m.impl("_linear_2bit_gemv_cuda", &linear_2bit_gemv_cuda);
   m.impl("_dequantize_2bit_cuda", &dequantize_2bit_cuda);
+  m.impl("_linear_ternary_base3_gemv_cuda", &linear_ternary_base3_gemv_cuda);
 }
 
 // quipkern._C is imported for its registrations; it has no Python-level functions.

@@ -35,6 +35,22 @@ CASES = {
             None, torch.empty(64, 64, device="cuda").half())
         """,
         "_dequantize_2bit_cuda: 'out' must be (N, K) = (64, 128)"),
+    "ternary base-3 odd K": (
+        """
+        x = torch.randn(2, 81, device="cuda").half()
+        torch.ops.quipkern._linear_ternary_base3_gemv_cuda(
+            x, torch.zeros(16, 32, dtype=torch.uint8, device="cuda"), torch.ones(16, device="cuda"), None,
+            torch.empty(2, 16, device="cuda").half(), 81)
+        """,
+        "_linear_ternary_base3_gemv_cuda: K=81 must be even"),
+    "ternary base-3 packed shape": (
+        """
+        x = torch.randn(2, 160, device="cuda").half()
+        torch.ops.quipkern._linear_ternary_base3_gemv_cuda(
+            x, torch.zeros(16, 16, dtype=torch.uint8, device="cuda"), torch.ones(16, device="cuda"), None,
+            torch.empty(2, 16, device="cuda").half(), 160)
+        """,
+        "'packed' must be a contiguous uint8 (N, 16·ceil(K/80)) = (N, 32) tensor; got (16, 16)"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")

@@ -24,6 +24,8 @@ from .transformed_linear import check_layer_args, check_x, composed_forward, reg
 
 __all__ = ["linear_ternary"]
 
+CUDA_BASE3_MAX_M = 16  # the base-3 decode kernel's rows (csrc/include/quipkern/linear_ternary.h)
+
 
 def weight_k(x, packed, in_features, K) -> int:
     """The weight's in-dimension given the op's arguments."""
@@ -120,9 +122,45 @@ def _two_bit_backend(name):
     return run, can_run
 
 
-for _name in ("triton", "cuda"):
-    if _name in backend.available("linear_2bit"):
-        backend.register("linear_ternary", _name, *_two_bit_backend(_name))
+if "cuda" in backend.available("linear_2bit"):
+    # one "cuda" backend for both layouts: int32 -> the 2-bit GEMV, uint8 -> the base-3 GEMV
+    # (csrc/linear_ternary_base3.cu)
+    _cuda_two_bit_run, _cuda_two_bit_can = _two_bit_backend("cuda")
+
+    def _base3_cuda_gemv(x2, packed, scale, K, bias, out):
+        if x2.data_ptr() % 4 or (x2.shape[0] > 1 and x2.stride(0) % 2):
+            x2 = x2.clone() if x2.is_contiguous() else x2.contiguous()
+        if out is None or out.stride(-1) != 1:
+            out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
+        torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x2, packed, scale.float().contiguous(), bias, out, K)
+        return out
+
+    def _cuda_run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+                  in_features, out_features, K, out=None):
+        if packed.dtype != torch.uint8:
+            return _cuda_two_bit_run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in,
+                                     transform_out, in_features, out_features, K, out=out)
+        return composed_forward(x, packed.shape[0], K, out_features, bias, q_in, signs_in, q_out, signs_out,
+                                transform_in, transform_out,
+                                lambda x2, b, o: _base3_cuda_gemv(x2, packed, scale, K, b, o),
+                                fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
+
+    def _cuda_can(x, packed, scale, bias, *rest):
+        if packed.dtype != torch.uint8:
+            return _cuda_two_bit_can(x, packed, scale, bias, *rest)
+        K = rest[-1]
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            return f"the CUDA base-3 kernel takes float16 or bfloat16 activations, got {x.dtype}"
+        if x.numel() // x.shape[-1] > CUDA_BASE3_MAX_M:
+            return f"the CUDA base-3 kernel takes at most {CUDA_BASE3_MAX_M} rows, got {x.numel() // x.shape[-1]}"
+        if K % 2:
+            return f"the CUDA base-3 kernel takes an even K (x is read in pairs), got K={K}"
+        return None
+
+    backend.register("linear_ternary", "cuda", _cuda_run, _cuda_can)
+
+if "triton" in backend.available("linear_2bit"):
+    backend.register("linear_ternary", "triton", *_two_bit_backend("triton"))
 
 
 # The ternary-base3 layout has its own Triton kernel (triton/linear_ternary.py); the

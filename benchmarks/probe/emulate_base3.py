@@ -1,10 +1,10 @@
-"""NumPy emulation of every lane of the base-3 decode GEMV in ternary_base3_cuda.patch
+"""NumPy emulation of every lane of the base-3 decode GEMV
 (csrc/linear_ternary_base3.cu): the ring copies, the byte table, the digit-into-mantissa
 bit tricks, the m16n8k16 fragment layouts and the warps' reduction, in float64, against
 quipkern's reference.  Checks the index scheme without a GPU (not the timing, not the
 fp32 rounding of the tensor cores).  Run from the repository root:
 
-    python benchmarks/pending/emulate_base3.py      (about a minute)
+    python benchmarks/probe/emulate_base3.py      (about a minute)
 """
 import os
 import sys
