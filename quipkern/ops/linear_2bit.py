@@ -119,8 +119,12 @@ if _triton.AVAILABLE:
         if x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda:
             # the CUDA dequantize kernel where it is built (a plain widening copy), else Triton's
             w = backend.dispatch("dequantize_2bit", "cuda", packed, scales, zeros, x2.dtype)
-            y = torch.nn.functional.linear(x2, w, bias)
-            return y if out is None else out.copy_(y)
+            if out is None:
+                return torch.nn.functional.linear(x2, w, bias)
+            # straight into out: a copy of an (M, N) result cost as much as the dequantize
+            if bias is None:
+                return torch.mm(x2, w.t(), out=out)
+            return torch.addmm(bias, x2, w.t(), out=out)
         return _tl.matmul_2bit(x2, packed, scales, zeros, bias, out)
 
     def _triton_supports(x, packed, scales, zeros, bias, *rest):
