@@ -27,6 +27,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "launch.cuh"
 #include "quipkern/rht.h"
@@ -235,17 +236,151 @@ __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
 //   pass i   shared --> registers (32 values whose b differ in the pass's bits, and
 //            consecutive lanes on consecutive low bits), butterflies, --> shared memory,
 //            or for the last pass of m == 1 straight to global memory (scale, S_out)
-//   Q stage  (m > 1) as in the generic kernel; with few rows, several blocks split its columns
+//   Q stage  (m > 1) fp16 / bf16: on the tensor cores (below); fp32: as in the generic
+//            kernel; with few rows, several blocks split its columns
 //
 // log2(p) <= 15 bits in at most 3 passes of at most 5 bits: at most two round trips
 // through shared memory.  Shared memory holds the tile in fp32 with one padding float
-// per 32 (index a -> a + a/32), which keeps both the thread-contiguous pass-0 writes
-// and the lane-contiguous later passes free of bank conflicts; all in-pass offsets are
-// compile-time constants (the kernel is instantiated per log2(p)).
+// per 32 within a sub-row (index b -> b + b/32), which keeps both the thread-contiguous
+// pass-0 writes and the lane-contiguous later passes free of bank conflicts, and sub-rows
+// row_floats() apart (for the Q stage's reads); all in-pass offsets are compile-time
+// constants (the kernel is instantiated per log2(p)).
 
 constexpr int kMainValues = 32;
 
 __host__ __device__ constexpr int padded(int a) { return a + (a >> 5); }
+
+// Floats between the sub-rows (a, ·) and (a + 1, ·) in shared memory: the padded p, plus
+// up to 15 so that the stride is 4 mod 16.  The tensor-core Q stage has lanes t = 0..3
+// read sub-rows 2t apart at the same column: 2·stride = 8 mod 32 puts them 8 banks
+// apart, and the 8 lanes g of a quad column read 8 consecutive floats in between.
+template <int kLogP>
+__host__ __device__ constexpr int row_floats() {
+  return padded(1 << kLogP) + ((4 - padded(1 << kLogP)) & 15);
+}
+
+__device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
+  return __uint_as_float(__float_as_uint(v) ^ (bit << 31));
+}
+
+// ---- Q stage on the tensor cores (fp16 / bf16 data) ----------------------------------
+// Y[a][b] = sum_a' Qe[a][a'] X[a'][b] per row (Qe = Q, or Qᵀ for transpose), as
+// mma.m16n8k16 with A = Qe (16 x 16 tiles, zero past m), B = X (a' along k, 8 columns b
+// along n), fp32 sums.  For fp32-like accuracy both sides are split into bf16 hi + lo
+// (lo = v - hi, exact in fp32): Qh·Xh + Qh·Xl + Ql·Xh leaves out Ql·Xl, ~2^-16 relative
+// at most, below the fp16 / bf16 output rounding.  Measured (H100, M = 4096): width
+// 28672 (m = 28) 555 -> 435 us, 14336 (m = 28) 261 -> 207 us; the kernel is still
+// issue-bound (benchmarks/NOTES.md, session 7).
+// Qe's fragments are built once per block, hi and lo, in lane order ([tile][hi/lo][lane]
+// [4 words]: a lane's 16 bytes are contiguous, so the 32 lanes read without conflicts).
+// A warp takes items (row r, row tile mt, 16 columns b): 2 n-tiles, ceil(m / 16) k-steps.
+constexpr int kQTileWords = 2 * 32 * 4;  // one 16 x 16 tile's A fragments, hi and lo
+
+__device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);  // .x (low half) = a
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+// Qe's A fragments into shared memory.  Fragment word j of lane (g, t) holds row
+// g + 8·(j & 1), columns 2t + 8·(j >> 1) and the next (low half first) of the tile.
+__device__ __forceinline__ void build_q_fragments(const RhtParams& p, uint32_t* qf, int kt_count) {
+  const int m = p.m;
+  for (int i = threadIdx.x; i < kt_count * kt_count * 32 * 4; i += blockDim.x) {
+    const int j = i & 3, lane = (i >> 2) & 31, tile = i >> 7;
+    const int row = (tile / kt_count) * 16 + (lane >> 2) + 8 * (j & 1);
+    const int col = (tile % kt_count) * 16 + 2 * (lane & 3) + 8 * (j >> 1);
+    float v[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = col + e;
+      v[e] = row < m && c < m ? (p.transpose ? p.q[c * m + row] : p.q[row * m + c]) : 0.f;
+    }
+    uint32_t hi, lo;
+    split_bf16(v[0], v[1], hi, lo);
+    qf[(tile * 2 + 0) * 128 + lane * 4 + j] = hi;
+    qf[(tile * 2 + 1) * 128 + lane * 4 + j] = lo;
+  }
+}
+
+// The Q stage of rows [0, rows_here) of the block over the columns [b0, b0 + span), from
+// the H passes' output in shared memory (sub-row stride kRow floats) to y.
+template <typename T, int kLogP>
+__device__ __forceinline__ void q_stage_mma(const RhtParams& p, const float* smem, const uint32_t* qf,
+                                            int kt_count, int64_t row0, int rows_here, int b0, int span, float post) {
+  constexpr int kP = 1 << kLogP, kRow = row_floats<kLogP>();
+  const int m = p.m, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int col_items = span >> 4, items = rows_here * kt_count * col_items;
+  // y pairs as one 4-byte store where y's rows keep them aligned
+  const bool pair_store = reinterpret_cast<uintptr_t>(p.y) % 4 == 0 && p.y_row_stride % 2 == 0;
+  // mma needs whole warps: a block of m·p/32 threads a row (p = 32, odd m) may end in a
+  // partial warp, which sits this stage out
+  const int warps = blockDim.x >> 5;
+  if (int(threadIdx.x >> 5) >= warps) return;
+#pragma unroll 1
+  for (int it = threadIdx.x >> 5; it < items; it += warps) {
+    const int cb = it % col_items, rest = it / col_items;
+    const int mt = rest % kt_count, r = rest / kt_count;
+    const int bb = b0 + 16 * cb;
+    const float* xr = smem + (r * m) * kRow;
+    float acc[2][4] = {};
+#pragma unroll 1
+    for (int kt = 0; kt < kt_count; ++kt) {
+      const uint4* qt = reinterpret_cast<const uint4*>(qf + (mt * kt_count + kt) * kQTileWords);
+      const uint4 ah = qt[lane], al = qt[32 + lane];
+      const int k0 = 16 * kt + 2 * t;  // B rows k0, k0 + 1, k0 + 8, k0 + 9: sub-rows a'
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb) {
+        const float* xc = xr + padded(bb + 8 * nb + g);
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k = k0 + (e & 1) + 8 * (e >> 1);
+          v[e] = k < m ? xc[k * kRow] : 0.f;  // past m: zeros (smem there is another row or garbage)
+        }
+        uint32_t h0, l0, h1, l1;
+        split_bf16(v[0], v[1], h0, l0);
+        split_bf16(v[2], v[3], h1, l1);
+        mma_bf16(acc[nb], ah, h0, h1);
+        mma_bf16(acc[nb], ah, l0, l1);
+        mma_bf16(acc[nb], al, h0, h1);
+      }
+    }
+    // C fragment: rows g (acc[.][0..1]) and g + 8 (acc[.][2..3]), columns 2t, 2t + 1
+    T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int a = 16 * mt + g + 8 * h;
+        if (a >= m) continue;
+        const int col = a * kP + bb + 8 * nb + 2 * t;  // even: both signs sit in one byte
+        float r0 = acc[nb][2 * h] * post, r1 = acc[nb][2 * h + 1] * post;
+        if (p.signs_out != nullptr) {
+          const uint32_t byte = __ldg(p.signs_out + (col >> 3)) >> (col & 7);
+          r0 = xor_sign(r0, byte & 1u);
+          r1 = xor_sign(r1, (byte >> 1) & 1u);
+        }
+        if (pair_store && col + 1 < p.n_out) {
+          T pair[2] = {Cvt<T>::store(r0), Cvt<T>::store(r1)};
+          *reinterpret_cast<uint32_t*>(dst + col) = *reinterpret_cast<const uint32_t*>(pair);
+        } else {
+          if (col < p.n_out) dst[col] = Cvt<T>::store(r0);
+          if (col + 1 < p.n_out) dst[col + 1] = Cvt<T>::store(r1);
+        }
+      }
+  }
+}
 
 template <int kLogP>
 struct PassSplit {
@@ -268,10 +403,6 @@ __device__ __forceinline__ void butterflies_g(float (&v)[kMainValues]) {
       }
     }
   }
-}
-
-__device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
-  return __uint_as_float(__float_as_uint(v) ^ (bit << 31));
 }
 
 // Pass kPass >= 1 of the main kernel over the sub-row `srow` (padded shared memory).
@@ -328,15 +459,22 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   const int64_t row0 = int64_t(blockIdx.x) * R, row = row0 + r_local;
   const bool active = row < p.rows;
   const int col0 = a * kP;
-  float* srow = smem + padded(sub * kP);
+  constexpr int kRow = row_floats<kLogP>();
+  constexpr bool kTensorQ = !std::is_same<T, float>::value;  // fp32 data keeps fp32 FMAs
+  float* srow = smem + sub * kRow;
   const float post = rsqrtf(float(kP)) * p.scale;
   const bool q_stage = m > 1;
-  float* qs = smem + q_offset(padded(R * m * kP));
-  if (q_stage) {  // Q stage matrix, [a'][chunk*8 + u], as in the generic kernel
-    const int width = plan.q_chunks * kQChunk;
-    for (int i = threadIdx.x; i < m * width; i += blockDim.x) {
-      const int ap = i / width, aa = i % width;
-      qs[i] = aa < m ? (p.transpose ? p.q[ap * m + aa] : p.q[aa * m + ap]) : 0.f;
+  const int kt_count = (m + 15) / 16;
+  float* qs = smem + q_offset(R * m * kRow);
+  if (q_stage) {
+    if constexpr (kTensorQ) {
+      build_q_fragments(p, reinterpret_cast<uint32_t*>(qs), kt_count);
+    } else {  // Q stage matrix, [a'][chunk*8 + u], as in the generic kernel
+      const int width = plan.q_chunks * kQChunk;
+      for (int i = threadIdx.x; i < m * width; i += blockDim.x) {
+        const int ap = i / width, aa = i % width;
+        qs[i] = aa < m ? (p.transpose ? p.q[ap * m + aa] : p.q[aa * m + ap]) : 0.f;
+      }
     }
   }
 
@@ -400,6 +538,11 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   __syncthreads();
   const int rows_here = int(min(int64_t(R), p.rows - row0));
   const int log2_span = kLogP - plan.log2_q_split, b0 = int(blockIdx.y) << log2_span;
+  if constexpr (kTensorQ) {
+    q_stage_mma<T, kLogP>(p, smem, reinterpret_cast<const uint32_t*>(qs), kt_count, row0, rows_here, b0,
+                          1 << log2_span, post);
+    return;
+  }
   const int work = (rows_here * plan.q_chunks) << log2_span, width = plan.q_chunks * kQChunk;
   for (int w = threadIdx.x; w < work; w += blockDim.x) {
     const int b = b0 + (w & ((1 << log2_span) - 1)), rest = w >> log2_span;
@@ -407,10 +550,10 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
     float acc[kQChunk];
 #pragma unroll
     for (int u = 0; u < kQChunk; ++u) acc[u] = 0.f;
-    const float* xs = smem + padded(r * m * kP) + padded(b);
+    const float* xs = smem + r * m * kRow + padded(b);
     const float* qrow = qs + chunk * kQChunk;
     for (int ap = 0; ap < m; ++ap) {
-      const float xv = xs[ap * (kP + kP / 32)];
+      const float xv = xs[ap * kRow];
       const float4 q0 = *reinterpret_cast<const float4*>(qrow + ap * width);
       const float4 q1 = *reinterpret_cast<const float4*>(qrow + ap * width + 4);
       acc[0] += q0.x * xv; acc[1] += q0.y * xv; acc[2] += q0.z * xv; acc[3] += q0.w * xv;
@@ -460,8 +603,12 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
   const int per_row = p.m * ((1 << kLogP) / kMainValues);  // threads per row
   plan.rows_per_block = std::max(1, 256 / per_row);
   const int threads = plan.rows_per_block * per_row;
-  size_t floats = size_t(padded(plan.rows_per_block * p.n));
-  if (p.m > 1) floats = q_offset(int(floats)) + size_t(p.m) * plan.q_chunks * kQChunk;
+  size_t floats = size_t(plan.rows_per_block) * p.m * row_floats<kLogP>();
+  if (p.m > 1) {
+    const int kt_count = (p.m + 15) / 16;
+    floats = q_offset(int(floats)) + (std::is_same<T, float>::value ? size_t(p.m) * plan.q_chunks * kQChunk
+                                                                    : size_t(kt_count) * kt_count * kQTileWords);
+  }
   const size_t smem = (PassSplit<kLogP>::kPasses == 1 && p.m == 1) ? 0 : floats * sizeof(float);
   auto kernel = rht_main_kernel<T, kLogP>;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)

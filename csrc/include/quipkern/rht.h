@@ -6,8 +6,9 @@
 // Element i of a row is (a, b) = divmod(i, p).  Q is m × m row-major fp32 (orthonormal;
 // nullptr when m == 1).  Signs are bitmasks: element i is negated iff bit i % 8 of byte
 // i / 8 is set (nullptr: no signs).  x and y may be the same buffer (in-place) when
-// their row strides are equal and n_in == n_out == n.  Accumulation is fp32; y has x's
-// dtype.
+// their row strides are equal and n_in == n_out == n.  Accumulation is fp32 (for fp16 /
+// bf16 data the Q_m stage runs on tensor cores with bf16 hi + lo splits of both sides,
+// ~2^-16 relative, below the output's rounding); y has x's dtype.
 //
 // Padded widths (docs/FORMATS.md, "Widths without a cheap transform"): a row of x may
 // hold only its first n_in <= n elements (the kernel reads the rest as zeros, never
