@@ -138,3 +138,22 @@ def test_base3_kernels(name, device, M, N, K, per_row, tin, tout, dtype):
         pytest.skip(why)
     assert why is None, why
 
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("dequantize_ternary"))
+@pytest.mark.parametrize("N,K", [(16, 80), (40, 100), (33, 777), (5, 2570)])
+@pytest.mark.parametrize("per_row", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_dequantize_base3_kernel(name, device, N, K, per_row, dtype):
+    """The Triton base-3 dequantize (prefill's dense copy) writes every element: scale · trit
+    within one rounding to dtype (the interpreter's bf16 cast is not round-to-nearest)."""
+    from quipkern.triton import linear_ternary as tlt
+
+    (packed, scale), W = ternary_case(N, K, "base3", per_row, device)
+    out = poison_like(torch.empty(N, K, dtype=dtype, device=device))
+    tlt.dequantize_base3(packed, scale, K, dtype, out=out)
+    ulp = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10, torch.float32: 2.0**-23}[dtype]
+    torch.testing.assert_close(out.double().cpu(), W, rtol=ulp, atol=0)
+    with backend.use_backend(name):
+        w = quipkern.ops.dequantize_ternary(packed, scale, K, dtype)
+    assert torch.equal(w, out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import triton as _triton
 from .._checks import FLOAT_DTYPES
 from ..formats.ternary import check_ternary_weight
 from ..formats.ternary import dequantize_ternary as _reference
@@ -36,3 +37,18 @@ def _(packed, scale, K, dtype=torch.float16):
 
 
 backend.register("dequantize_ternary", "reference", _reference)
+
+if _triton.AVAILABLE:
+    from ..triton import linear_ternary as _tlt
+
+    def _triton_dequantize(packed, scale, K, dtype):
+        return _tlt.dequantize_base3(packed, scale.float().contiguous(), K, dtype)
+
+    def _triton_supports(packed, scale, K, dtype):
+        if packed.dtype != torch.uint8:
+            return "the Triton dequantize takes the ternary-base3 layout (uint8)"
+        if dtype == torch.float64:
+            return "float64 output: the reference"
+        return _triton.unsupported(packed.device, dtype)
+
+    backend.register("dequantize_ternary", "triton", _triton_dequantize, _triton_supports)

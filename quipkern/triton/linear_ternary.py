@@ -7,6 +7,9 @@ So for a fixed digit i, the 16 bytes of a block give 16 *contiguous* columns of 
 once, and for each digit i = 0..4 extracts (byte // 3^i) % 3 - 1 and feeds tensor cores
 with tl.dot against the matching columns of x.  No bytes are expanded in memory: the
 weights are read at 1.6 bits each (the ternary-2bit layout runs on the 2-bit kernels).
+
+dequantize_base3: the same layout -> (N, K) scale · trits, for prefill (M large), where
+one dense copy of the weight and cuBLAS beat the fused kernel above.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import triton.language as tl
 from . import INTERPRET as _INTERPRET
 from . import unsupported
 
-__all__ = ["matmul_base3", "supports"]
+__all__ = ["matmul_base3", "dequantize_base3", "supports"]
 
 
 @triton.jit
@@ -62,6 +65,44 @@ def _matmul_base3_kernel(
         acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :],
              acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _dequantize_base3_kernel(packed_ptr, scale_ptr, out_ptr, N, K, row_bytes, out_stride,
+                             PER_ROW: tl.constexpr, BLOCK_N: tl.constexpr, BYTES: tl.constexpr):
+    # a program: BLOCK_N rows x BYTES bytes (BYTES / 16 blocks of 80 columns); for digit i
+    # the 16 bytes of a block write 16 contiguous columns
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    bidx = tl.program_id(1) * BYTES + tl.arange(0, BYTES)
+    n_ok = offs_n < N
+    b_ok = bidx < row_bytes
+    bytes_ = tl.load(packed_ptr + offs_n[:, None].to(tl.int64) * row_bytes + bidx[None, :],
+                     mask=n_ok[:, None] & b_ok[None, :], other=121).to(tl.int32)
+    if PER_ROW:
+        s = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
+    else:
+        s = tl.load(scale_ptr + offs_n * 0)
+    col0 = 80 * (bidx // 16) + bidx % 16
+    for i in tl.static_range(5):
+        t = (bytes_ % 3 - 1).to(tl.float32)
+        bytes_ = bytes_ // 3
+        col = col0 + 16 * i
+        tl.store(out_ptr + offs_n[:, None].to(tl.int64) * out_stride + col[None, :],
+                 (t * s[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=n_ok[:, None] & (b_ok & (col < K))[None, :])
+
+
+def dequantize_base3(packed, scale, K, dtype, out=None):
+    """(N, K) tensor of `dtype` (into `out` when given, row-contiguous): scale · trits of
+    the ternary-base3 weight `packed` (N, ceil(K / 80) · 16), scale float32 (N,) or (1,)."""
+    N, row_bytes = packed.shape
+    if out is None:
+        out = torch.empty(N, K, dtype=dtype, device=packed.device)
+    bn, nbytes = (16, 16) if _INTERPRET else (32, 128)
+    grid = (triton.cdiv(N, bn), triton.cdiv(row_bytes, nbytes))
+    _dequantize_base3_kernel[grid](packed, scale, out, N, K, row_bytes, out.stride(0),
+                                   PER_ROW=scale.shape[0] > 1, BLOCK_N=bn, BYTES=nbytes, num_warps=4)
+    return out
 
 
 def supports(x, packed, scale) -> str | None:
