@@ -136,6 +136,16 @@ const uint16_t* zeros_ptr(const std::optional<at::Tensor>& zeros, const at::Tens
   return reinterpret_cast<const uint16_t*>(zeros->data_ptr());
 }
 
+// A decode layer's optional bias: (N,) contiguous in x's dtype, on x's device; nullptr
+// for none.
+const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x, int64_t N, const char* op) {
+  if (!bias) return nullptr;
+  check_cuda(*bias, x, op, "bias");
+  QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
+           ": 'bias' must be contiguous (N,) in x's dtype");
+  return bias->data_ptr();
+}
+
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
 // pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl).
 void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
@@ -170,12 +180,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.packed = packed.data_ptr<int32_t>();
   p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
   p.zeros = zeros_ptr(zeros, scales, x, op);
-  if (bias) {
-    check_cuda(*bias, x, op, "bias");
-    QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
-                ": 'bias' must be contiguous (N,) in x's dtype");
-    p.bias = bias->data_ptr();
-  }
+  p.bias = bias_ptr(bias, x, N, op);
   p.M = int(M);
   p.N = int(N);
   p.K = int(K);
@@ -224,12 +229,7 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
   p.packed = packed.data_ptr<uint8_t>();
   p.scale = scale.data_ptr<float>();
   p.per_row_scale = scale.size(0) == N;
-  if (bias) {
-    check_cuda(*bias, x, op, "bias");
-    QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
-             ": 'bias' must be contiguous (N,) in x's dtype");
-    p.bias = bias->data_ptr();
-  }
+  p.bias = bias_ptr(bias, x, N, op);
   p.M = int(M);
   p.N = int(N);
   p.K = int(K);
