@@ -3,7 +3,8 @@
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
 #   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: apply build test sanitize bench demo profile sass source ab
-#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
+#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests; split on spaces), PYTEST_K (one -k
+#   expression, spaces allowed, e.g. "not compile and not backward"), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
 #   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch"),
 #   PATCHES (for `apply`: patches from benchmarks/pending/ to apply to this copy first) adjust them.
 set -uo pipefail
@@ -44,8 +45,9 @@ stage_test() {
   xdist=""; $PY -c "import xdist" 2>/dev/null && xdist="-n ${TEST_WORKERS:-8}"
   # the whole output in $OUT/pytest.txt; -v names every test as it ends, so a run that a
   # time limit kills still says which ones failed (the summary comes only at the end)
-  timeout ${TEST_TIMEOUT:-3000} $PY -m pytest -v -rfE $xdist -p no:cacheprovider --durations=15 ${PYTEST_ARGS:-tests} \
-    > "$OUT/pytest.txt" 2>&1 || status=1
+  kexpr=(); [ -n "${PYTEST_K:-}" ] && kexpr=(-k "$PYTEST_K")  # one argument: PYTEST_ARGS is split on spaces
+  timeout ${TEST_TIMEOUT:-3000} $PY -m pytest -v -rfE $xdist -p no:cacheprovider --durations=15 "${kexpr[@]}" \
+    ${PYTEST_ARGS:-tests} > "$OUT/pytest.txt" 2>&1 || status=1
   grep -E "FAILED|ERROR" "$OUT/pytest.txt" | head -40 | tee -a "$LOG"
   tail -25 "$OUT/pytest.txt" | tee -a "$LOG"
 }
