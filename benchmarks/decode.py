@@ -5,12 +5,18 @@ static KV cache, SwiGLU MLP) with random weights, an embedding and a bf16 lm_hea
 Each decode step (embed -> blocks -> head -> argmax -> next token) is torch.compile'd
 (fullgraph; --no-compile for the eager step), captured once in a CUDA graph and replayed
 for every token, so launch overheads are what a serving loop with graphs would pay, and
-the transforms and every small kernel are counted.  The quantized variants swap the blocks' seven Linear
+the transforms and every small kernel are counted.  The quantized variants swap the blocks' Linear
 layers (not the head, which stays bf16 as in most deployments); their weights are
 random codes of the format (the speed does not depend on the values).
 
+Projections that read the same input are fused, as serving stacks do (and as QuIP#
+quantizes them): q, k, v as one (3·dim, dim) layer and the MLP's gate and up as one
+(2·ffn, dim) layer, so a block has four linears, in bf16 and in every format alike; a
+quantized fused layer has one input and one output transform.  `--no-fuse` keeps seven
+separate linears per block (the model of the results up to session 7).
+
     python benchmarks/decode.py [--layers 8] [--tokens 128] [--batch 1,8] [--formats bf16,2bit,...]
-                                [--no-compile] [--json out.json]
+                                [--no-compile] [--no-fuse] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class Config:
     ffn: int = 11008
     vocab: int = 32000
     max_seq: int = 256
+    fused: bool = True  # q/k/v and gate/up as one linear each (module docstring)
 
 
 class RMSNorm(nn.Module):
@@ -59,16 +66,21 @@ def rope(x, cos, sin):
 class Attention(nn.Module):
     def __init__(self, c: Config, batch: int, device=None, dtype=None):
         super().__init__()
-        self.h, self.d = c.n_heads, c.dim // c.n_heads
+        self.h, self.d, self.fused = c.n_heads, c.dim // c.n_heads, c.fused
         kw = dict(bias=False, device=device, dtype=dtype)
-        self.wq, self.wk, self.wv, self.wo = (nn.Linear(c.dim, c.dim, **kw) for _ in range(4))
+        if c.fused:
+            self.wqkv = nn.Linear(c.dim, 3 * c.dim, **kw)
+        else:
+            self.wq, self.wk, self.wv = (nn.Linear(c.dim, c.dim, **kw) for _ in range(3))
+        self.wo = nn.Linear(c.dim, c.dim, **kw)
         shape = (batch, self.h, c.max_seq, self.d)
         self.register_buffer("k_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
     def forward(self, x, pos, cos, sin, mask):
         B, S, _ = x.shape
-        q, k, v = (w(x).view(B, S, self.h, self.d).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        qkv = self.wqkv(x).split(self.h * self.d, dim=-1) if self.fused else (self.wq(x), self.wk(x), self.wv(x))
+        q, k, v = (t.reshape(B, S, self.h, self.d).transpose(1, 2) for t in qkv)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         self.k_cache.index_copy_(2, pos, k)
         self.v_cache.index_copy_(2, pos, v)
@@ -82,13 +94,25 @@ class Block(nn.Module):
         self.attn_norm, self.mlp_norm = RMSNorm(c.dim, device, dtype), RMSNorm(c.dim, device, dtype)
         self.attn = Attention(c, batch, device, dtype)
         kw = dict(bias=False, device=device, dtype=dtype)
-        self.w1, self.w3 = nn.Linear(c.dim, c.ffn, **kw), nn.Linear(c.dim, c.ffn, **kw)
+        self.fused, self.ffn = c.fused, c.ffn
+        if c.fused:
+            self.w13 = nn.Linear(c.dim, 2 * c.ffn, **kw)  # gate (w1) rows first, then up (w3)
+        else:
+            self.w1, self.w3 = nn.Linear(c.dim, c.ffn, **kw), nn.Linear(c.dim, c.ffn, **kw)
         self.w2 = nn.Linear(c.ffn, c.dim, **kw)
 
     def forward(self, x, pos, cos, sin, mask):
         x = x + self.attn(self.attn_norm(x), pos, cos, sin, mask)
         h = self.mlp_norm(x)
-        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+        gate, up = self.w13(h).split(self.ffn, dim=-1) if self.fused else (self.w1(h), self.w3(h))
+        return x + self.w2(F.silu(gate) * up)
+
+
+def block_linears(blk: Block) -> list[tuple[nn.Module, str]]:
+    """(owner, attribute) of every linear layer of a block."""
+    attn = ["wqkv", "wo"] if blk.attn.fused else ["wq", "wk", "wv", "wo"]
+    mlp = ["w13", "w2"] if blk.fused else ["w1", "w2", "w3"]
+    return [(blk.attn, n) for n in attn] + [(blk, n) for n in mlp]
 
 
 class Decoder(nn.Module):
@@ -138,7 +162,7 @@ def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
         raise ValueError(f"decode: format must be one of {FORMATS}; got {fmt!r}")
     g = torch.Generator(device="cpu").manual_seed(seed)
     for i, blk in enumerate(model.blocks):
-        for owner, name in [(blk.attn, n) for n in ("wq", "wk", "wv", "wo")] + [(blk, n) for n in ("w1", "w2", "w3")]:
+        for owner, name in block_linears(blk):
             lin = getattr(owner, name)
             kw = dict(device=lin.weight.device, dtype=lin.weight.dtype)
             if fmt.startswith("2bit"):
@@ -160,7 +184,8 @@ def linear_weight_bytes(model: Decoder) -> int:
     """Bytes of the blocks' linear weights as stored (codes, scales, signs)."""
     total = 0
     for blk in model.blocks:
-        for m in list(blk.attn.children()) + [blk.w1, blk.w2, blk.w3]:
+        for owner, name in block_linears(blk):
+            m = getattr(owner, name)
             total += sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
     return total
 
@@ -236,7 +261,7 @@ def run(formats, batches, cfg: Config, tokens: int, compile: bool, progress=prin
             gen, sec = greedy(model, B, tokens, use_graph=True, compile=compile)
             tps = B * tokens / sec
             base = tps if fmt == "bf16" else base
-            row = dict(format=fmt, batch=B, tokens=tokens, layers=cfg.n_layers, seconds=sec,
+            row = dict(format=fmt, batch=B, tokens=tokens, layers=cfg.n_layers, fused=cfg.fused, seconds=sec,
                        ms_per_step=sec / tokens * 1e3, tokens_per_s=tps,
                        speedup_bf16=None if base is None else tps / base,
                        linear_weight_mb=linear_weight_bytes(model) / 2**20, compile=compile)
@@ -258,12 +283,14 @@ def main(argv=None):
     ap.add_argument("--compile", dest="compile", action="store_true", default=True,
                     help="torch.compile(fullgraph=True) the step before capture (the default)")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="capture the eager step")
+    ap.add_argument("--no-fuse", dest="fuse", action="store_false",
+                    help="seven separate linears per block instead of fused q/k/v and gate/up")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("decode.py: needs a CUDA GPU (it times CUDA graphs).  On a CPU machine, "
                          "tests/test_bench.py checks this model's KV-cache decode against a full forward.")
-    cfg = Config(n_layers=args.layers, max_seq=max(256, args.tokens + 1))
+    cfg = Config(n_layers=args.layers, max_seq=max(256, args.tokens + 1), fused=args.fuse)
     res = run(args.formats.split(","), [int(b) for b in args.batch.split(",")], cfg, args.tokens, args.compile)
     if args.json:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -2,6 +2,7 @@
 decode matches a full forward, its quantized variants run, and the suite refuses to
 time anything without a GPU, saying what to run instead."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,9 +17,9 @@ import decode  # noqa: E402
 TINY = decode.Config(dim=128, n_layers=2, n_heads=4, ffn=384, vocab=97, max_seq=16)
 
 
-def _model(fmt="bf16", batch=2, dtype=torch.float32):
+def _model(fmt="bf16", batch=2, dtype=torch.float32, fused=True):
     torch.manual_seed(0)
-    m = decode.Decoder(TINY, batch, device="cpu", dtype=dtype)
+    m = decode.Decoder(dataclasses.replace(TINY, fused=fused), batch, device="cpu", dtype=dtype)
     decode.init_random(m)
     decode.quantize_blocks(m, fmt)
     return m.eval()
@@ -40,16 +41,36 @@ def test_cached_decode_matches_full_forward():
     assert ((alone[:, 0] - full[:, 0]).norm() / full[:, 0].norm()).item() < 1e-5
 
 
+@torch.no_grad()
+def test_fused_projections_match_separate_ones():
+    """The fused q/k/v and gate/up layers compute what the seven separate ones do, given
+    the same weights stacked."""
+    sep, fus = _model(fused=False), _model(fused=True)
+    fus.load_state_dict({k: v for k, v in sep.state_dict().items() if "blocks" not in k}, strict=False)
+    for bs, bf in zip(sep.blocks, fus.blocks):
+        for name in ("attn_norm", "mlp_norm"):
+            getattr(bf, name).load_state_dict(getattr(bs, name).state_dict())
+        bf.attn.wqkv.weight.copy_(torch.cat([bs.attn.wq.weight, bs.attn.wk.weight, bs.attn.wv.weight]))
+        bf.attn.wo.weight.copy_(bs.attn.wo.weight)
+        bf.w13.weight.copy_(torch.cat([bs.w1.weight, bs.w3.weight]))
+        bf.w2.weight.copy_(bs.w2.weight)
+        assert len(decode.block_linears(bf)) == 4 and len(decode.block_linears(bs)) == 7
+    tokens = torch.randint(0, TINY.vocab, (2, 6))
+    a, b = sep(tokens, torch.arange(6)), fus(tokens, torch.arange(6))
+    assert ((a - b).norm() / a.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("fmt", decode.FORMATS)
-def test_greedy_decode_runs_for_every_format(fmt):
-    m = _model(fmt, dtype=torch.float32)
+def test_greedy_decode_runs_for_every_format(fmt, fused):
+    m = _model(fmt, dtype=torch.float32, fused=fused)
     out, sec = decode.greedy(m, 2, 5, use_graph=False)
     assert out.shape == (2, 5) and out.dtype == torch.long and sec > 0
     assert int(out.min()) >= 0 and int(out.max()) < TINY.vocab
     if fmt != "bf16":
         assert decode.linear_weight_bytes(m) < decode.linear_weight_bytes(_model("bf16")) / 4
     # the same tokens a step-by-step forward picks
-    m2 = _model(fmt, dtype=torch.float32)
+    m2 = _model(fmt, dtype=torch.float32, fused=fused)
     tok, ref = torch.ones(2, 1, dtype=torch.long), []
     for i in range(5):
         tok = m2(tok, torch.tensor([i]))[:, -1].argmax(-1, keepdim=True)
