@@ -126,7 +126,7 @@ def test_cuda_base3_kernel_takes_even_k_only():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16] if HAS_CUDA else [torch.float32])
 def test_base3_kernels(name, device, M, N, K, per_row, tin, tout, dtype):
     """Both backends on the base-3 layout; the Triton kernel takes every call, the CUDA
-    decode kernel M <= 16 and even K (it says why otherwise)."""
+    backend M <= 8 and even K (it says why otherwise)."""
     if tin or tout:
         from quipkern import width_plan
 
@@ -157,3 +157,19 @@ def test_dequantize_base3_kernel(name, device, N, K, per_row, dtype):
     with backend.use_backend(name):
         w = quipkern.ops.dequantize_ternary(packed, scale, K, dtype)
     assert torch.equal(w, out)
+
+
+@pytest.mark.skipif(not HAS_CUDA or "cuda" not in backend.available("linear_ternary"),
+                    reason="needs the CUDA extension and a GPU")
+@pytest.mark.parametrize("M", [9, 16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_base3_cuda_gemv_above_the_dispatch_limit(M, dtype):
+    """The CUDA base-3 GEMV takes up to 16 rows; the dispatch gives it M <= 8, so its M > 8
+    variant is checked by calling the private op."""
+    N, K = 96, 2570
+    (packed, scale), W = ternary_case(N, K, "base3", True, "cuda")
+    x = torch.randn(M, K, device="cuda").to(dtype)
+    out = poison_like(torch.empty(M, N, device="cuda", dtype=dtype))
+    torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
+    ref = x.double() @ W.to("cuda").t()
+    assert rel_err(out, ref) < LAYER_TOL[dtype]
