@@ -28,7 +28,7 @@ __all__ = ["linear_ternary"]
 # The CUDA base-3 GEMV takes up to 16 rows (csrc/include/quipkern/linear_ternary.h), but
 # the dispatch gives it M <= 8 only: at M = 16 Triton's base-3 kernel was faster on the H100
 # (8192²: 53 vs 74 µs, 28672×8192: 171 vs 187; session 7, benchmarks/BENCHMARKS.md), and
-# for M = 9..16 the CUDA kernel runs the same two-tile variant as at 16.
+# for M = 9..16 the CUDA kernel runs the same variant (two n8 tiles of x rows) as at 16.
 CUDA_BASE3_MAX_M = 8
 
 
