@@ -70,11 +70,8 @@ if _triton.AVAILABLE:
         M, K = q.shape
         N = packed.shape[0]
         if q.is_cuda and M >= INT8_GEMM_MIN_M and N % 8 == 0 and K % 8 == 0:
-            w = _tl.expand_trits_int8(packed).t()
-            if out is None or not out.is_contiguous():
-                y = torch._int_mm(q.contiguous(), w)
-                return y if out is None else out.copy_(y)
-            return torch._int_mm(q.contiguous(), w, out=out)
+            y = torch._int_mm(q.contiguous(), _tl.expand_trits_int8(packed).t())
+            return y if out is None else out.copy_(y)
         return _tl.matmul_ternary_int8(q, packed, out)
 
     backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
