@@ -44,6 +44,7 @@
 #include <cuda_fp16.h>
 
 #include "launch.cuh"
+#include "ptx.cuh"
 #include "quipkern/linear_2bit.h"
 
 namespace quipkern {
@@ -53,11 +54,10 @@ constexpr int kWarps = 8;
 constexpr int kUnits = 4;   // units of K in a warp's chunk: 64 contiguous bytes of each of its 16 rows
 constexpr int kStages = 3;  // chunks a warp has in its shared-memory ring: 2 on their way while it computes one
 
-__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t magic) {
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));  // (a & mask) | magic
-  return r;
-}
+using ptx::and_or;
+using ptx::cp_async16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
 
 // Unpacking (see the header comment): out[j] = (M_p + c_j, M_p + c_{j+8}) with p = j % 2,
 // the codes taken from four shifted copies of the word (codes 2s, 2s+1 from src[s]).  With
@@ -78,11 +78,7 @@ template <> struct Ops<__half> {
     src[3] = w >> 8;
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    ptx::mma_f16(c, a, b0, b1);
   }
 };
 
@@ -98,11 +94,7 @@ template <> struct Ops<__nv_bfloat16> {
     src[3] = w >> 12;
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    ptx::mma_bf16(c, a, b0, b1);
   }
 };
 
@@ -160,13 +152,6 @@ __device__ __forceinline__ void x_pairs(const XRaw& r, uint32_t (&pair)[8]) {
   }
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  // src_bytes = 0 fills the 16 bytes with zeros and reads nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 // Shared memory of a block: each warp's ring of kStages chunk buffers (16·kTiles rows ×
 // kRowWords words; 4 pad words a row make the fragment reads of a unit conflict-free),

@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "launch.cuh"
+#include "ptx.cuh"
 #include "quipkern/rht.h"
 
 namespace quipkern {
@@ -285,11 +286,8 @@ __device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint3
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+  const uint32_t r[4] = {a.x, a.y, a.z, a.w};
+  ptx::mma_bf16(c, r, b0, b1);
 }
 
 // Qe's A fragments into shared memory.  Fragment word j of lane (g, t) holds row
