@@ -2,7 +2,9 @@
 # Everything quipkern needs on a GPU machine, in one call: build the extension, build
 # and run the CMake example, run the tests (GPU ones included), compute-sanitizer on a
 # few kernels, and the benchmarks.  Logs and JSON go to $OUT (default /tmp/quipkern-out).
-#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: apply build test sanitize bench demo profile sass source ab
+#   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: apply build test sanitize bench suite decode demo profile sass source ab
+#   (suite: bench.py over the issues' five shapes at M = 1, 16, 4096, every format and the transform -> $OUT/suite/;
+#   decode: the compiled end-to-end decode at batch 1 -> $OUT/decode.json; SUITE_ARGS / DECODE_ARGS override)
 #   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests; split on spaces), PYTEST_K (one -k
 #   expression, spaces allowed, e.g. "not compile and not backward"), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
 #   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch"),
@@ -60,6 +62,17 @@ stage_bench() {
   for b in ${BENCHES:-linear_2bit rht}; do
     $PY benchmarks/bench_$b.py --json "$OUT/bench_$b.json" ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
   done
+}
+stage_suite() {
+  step "suite: the issues' shapes (benchmarks/bench.py) -> suite/"
+  $PY benchmarks/bench.py ${SUITE_ARGS:---ops 2bit,2bit-notransform,ternary-2bit,ternary-base3,ternary-a8,rht \
+    --shapes 4096x4096,8192x8192,28672x8192,8192x28672,14336x4096 --m 1,16,4096} --out "$OUT/suite" \
+    > "$OUT/suite.txt" 2>&1 || status=1
+  grep -E "M=" "$OUT/suite.txt" | tee -a "$LOG"
+}
+stage_decode() {
+  step "end-to-end decode (benchmarks/decode.py) -> decode.json"
+  $PY benchmarks/decode.py ${DECODE_ARGS:---batch 1} --json "$OUT/decode.json" 2>&1 | tee -a "$LOG" || status=1
 }
 stage_profile() {
   step "Nsight Compute on the decode kernels (benchmarks/profile_kernels.py)"
