@@ -173,3 +173,17 @@ def test_base3_cuda_gemv_above_the_dispatch_limit(M, dtype):
     torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
     ref = x.double() @ W.to("cuda").t()
     assert rel_err(out, ref) < LAYER_TOL[dtype]
+
+
+def test_ternary_zero_points_come_from_one_cached_buffer():
+    """The 2-bit backends get ternary's zero points (all 1) without a fill per call, from a
+    buffer that is never freed (CUDA graphs keep reading the one they captured)."""
+    import importlib
+
+    lt = importlib.import_module("quipkern.ops.linear_ternary")
+    a, b = lt._ones_column(96, torch.device("cpu")), lt._ones_column(40, torch.device("cpu"))
+    assert a.shape == (96, 1) and b.shape == (40, 1) and a.dtype == torch.float16
+    assert a.data_ptr() == b.data_ptr() and bool((a == 1).all())
+    big = lt._ones_column(200_000, torch.device("cpu"))  # grows: a new buffer, the old one kept alive
+    assert big.shape == (200_000, 1) and bool((big == 1).all())
+    assert any(k.data_ptr() == a.data_ptr() for k in lt._ONES_KEEP)
