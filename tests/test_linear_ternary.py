@@ -187,3 +187,23 @@ def test_ternary_zero_points_come_from_one_cached_buffer():
     big = lt._ones_column(200_000, torch.device("cpu"))  # grows: a new buffer, the old one kept alive
     assert big.shape == (200_000, 1) and bool((big == 1).all())
     assert any(k.data_ptr() == a.data_ptr() for k in lt._ONES_KEEP)
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("linear_ternary"))
+@pytest.mark.parametrize("M", [3, 33])
+def test_base3_float32_bias_with_half_activations(name, device, M):
+    """A float32 bias beside bfloat16 x (the op allows both): added after the matmul, on
+    every base-3 path, the prefill's cuBLAS one (M = 33 on a GPU) included."""
+    N, K = 40, 100
+    (packed, scale), W = ternary_case(N, K, "base3", True, device)
+    bias = torch.randn(N, device=device)
+    x = torch.randn(M, K, device=device).to(torch.bfloat16)
+    why = backend.why_not("linear_ternary", name, x, packed, scale, bias, None, None, None, None, False, False,
+                          K, N, K)
+    if why:
+        pytest.skip(why)
+    out = poison_like(torch.empty(M, N, device=device, dtype=torch.bfloat16))
+    backend.implementation("linear_ternary", name)(x, packed, scale, bias, None, None, None, None, False, False,
+                                                   K, N, K, out=out)
+    ref = x.double().cpu() @ W.t() + bias.double().cpu()
+    assert rel_err(out, ref) < LAYER_TOL[torch.bfloat16]

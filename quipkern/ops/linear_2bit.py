@@ -26,7 +26,7 @@ from ..formats.two_bit import check_2bit_weight
 from ..reference import linear_2bit as _reference
 from . import backend
 from .dequantize_2bit import dequantize_2bit
-from .transformed_linear import check_layer_args, check_x, composed_forward, register_linear_autograd
+from .transformed_linear import check_layer_args, check_x, composed_forward, dense_matmul, register_linear_autograd
 
 __all__ = ["linear_2bit"]
 
@@ -119,12 +119,7 @@ if _triton.AVAILABLE:
         if x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda:
             # the CUDA dequantize kernel where it is built (a plain widening copy), else Triton's
             w = backend.dispatch("dequantize_2bit", "cuda", packed, scales, zeros, x2.dtype)
-            if out is None:
-                return torch.nn.functional.linear(x2, w, bias)
-            # straight into out: a copy of an (M, N) result cost as much as the dequantize
-            if bias is None:
-                return torch.mm(x2, w.t(), out=out)
-            return torch.addmm(bias, x2, w.t(), out=out)
+            return dense_matmul(x2, w, bias, out)
         return _tl.matmul_2bit(x2, packed, scales, zeros, bias, out)
 
     def _triton_supports(x, packed, scales, zeros, bias, *rest):

@@ -21,7 +21,7 @@ from ..formats.ternary import check_ternary_weight
 from ..reference import linear_ternary as _reference
 from . import backend
 from .dequantize_ternary import dequantize_ternary
-from .transformed_linear import check_layer_args, check_x, composed_forward, register_linear_autograd
+from .transformed_linear import check_layer_args, check_x, composed_forward, dense_matmul, register_linear_autograd
 
 __all__ = ["linear_ternary"]
 
@@ -127,6 +127,21 @@ def _ones_column(n, device):
     return buf[:n].view(n, 1)
 
 
+def _base3_composed(matmul):
+    """A backend implementation for the ternary-base3 layout from `matmul(x2, packed, scale,
+    K, bias, out)`, through composed_forward (transforms, padding, cut); the bias goes to
+    matmul only in x's dtype (a float32 one is added after), as in linear_2bit's composed."""
+
+    def impl(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
+             in_features, out_features, K, out=None):
+        return composed_forward(x, packed.shape[0], K, out_features, bias, q_in, signs_in, q_out, signs_out,
+                                transform_in, transform_out,
+                                lambda x2, b, o: matmul(x2, packed, scale, K, b, o),
+                                fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
+
+    return impl
+
+
 def _two_bit_backend(name):
     impl = backend.implementation("linear_2bit", name)
 
@@ -162,15 +177,11 @@ if "cuda" in backend.available("linear_2bit"):
         torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x2, packed, scale.float().contiguous(), bias, out, K)
         return out
 
-    def _cuda_run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                  in_features, out_features, K, out=None):
-        if packed.dtype != torch.uint8:
-            return _cuda_two_bit_run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in,
-                                     transform_out, in_features, out_features, K, out=out)
-        return composed_forward(x, packed.shape[0], K, out_features, bias, q_in, signs_in, q_out, signs_out,
-                                transform_in, transform_out,
-                                lambda x2, b, o: _base3_cuda_gemv(x2, packed, scale, K, b, o),
-                                fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
+    _base3_cuda_run = _base3_composed(_base3_cuda_gemv)
+
+    def _cuda_run(x, packed, *rest, out=None):
+        run = _base3_cuda_run if packed.dtype == torch.uint8 else _cuda_two_bit_run
+        return run(x, packed, *rest, out=out)
 
     def _cuda_can(x, packed, scale, bias, *rest):
         if packed.dtype != torch.uint8:
@@ -186,9 +197,6 @@ if "cuda" in backend.available("linear_2bit"):
 
     backend.register("linear_ternary", "cuda", _cuda_run, _cuda_can)
 
-if "triton" in backend.available("linear_2bit"):
-    backend.register("linear_ternary", "triton", *_two_bit_backend("triton"))
-
 
 # The ternary-base3 layout has its own Triton kernel (triton/linear_ternary.py); the
 # transforms and the cut of padded outputs go through composed_forward, as in linear_2bit.
@@ -202,19 +210,11 @@ if _triton.AVAILABLE:
         # prefill: one dense copy of the weight and cuBLAS (as linear_2bit does from the
         # same M on); the fused kernel ran at 0.12-0.14x bf16 at M = 4096 on the H100
         if x2.is_cuda and x2.shape[0] >= _linear_2bit_module.DEQUANT_GEMM_MIN_M:
-            w = _tlt.dequantize_base3(packed, scale.float().contiguous(), K, x2.dtype)
-            if out is None:
-                return torch.nn.functional.linear(x2, w, bias)
-            if bias is None:
-                return torch.mm(x2, w.t(), out=out)
-            return torch.addmm(bias, x2, w.t(), out=out)
+            w = backend.dispatch("dequantize_ternary", "cuda", packed, scale, K, x2.dtype)
+            return dense_matmul(x2, w, bias, out)
         return _tlt.matmul_base3(x2, packed, scale, bias, out)
 
-    def _base3_triton(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                      in_features, out_features, K, out=None):
-        return composed_forward(x, packed.shape[0], K, out_features, bias, q_in, signs_in, q_out, signs_out,
-                                transform_in, transform_out,
-                                lambda x2, b, o: _base3_matmul(x2, packed, scale, K, b, o), out=out)
+    _base3_triton = _base3_composed(_base3_matmul)
 
     # one "triton" backend for both layouts: int32 -> the 2-bit kernels, uint8 -> base-3
     _two_bit_run, _two_bit_can = (_two_bit_backend("triton") if "triton" in backend.available("linear_2bit")

@@ -18,7 +18,7 @@ from .._checks import FLOAT_DTYPES, check_optional, check_tensor
 from . import backend
 from .rht import check_transform, rht
 
-__all__ = ["check_x", "check_layer_args", "register_linear_autograd", "composed_forward"]
+__all__ = ["check_x", "check_layer_args", "register_linear_autograd", "composed_forward", "dense_matmul"]
 
 
 def check_x(op: str, x) -> None:
@@ -134,3 +134,14 @@ def composed_forward(x, N, K, n_out, bias, q_in, signs_in, q_out, signs_out, tra
     if bias is not None and fused_bias is None:
         out2.add_(bias)
     return out
+
+
+def dense_matmul(x2, w, bias, out):
+    """x2 (M, K) @ w (N, K)ᵀ (+ bias in x2's dtype) with cuBLAS: the prefill matmul of a
+    dequantized weight, written straight into `out` when given (a copy of an (M, N)
+    result would cost as much as the dequantize)."""
+    if out is None:
+        return torch.nn.functional.linear(x2, w, bias)
+    if bias is None:
+        return torch.mm(x2, w.t(), out=out)
+    return torch.addmm(bias, x2, w.t(), out=out)
