@@ -118,6 +118,16 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
   check_status(quipkern::rht_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// A decode GEMV's activations: 2-D (M, K) on the GPU, last dim contiguous, float16 or
+// bfloat16; returns their dtype.
+DType check_decode_x(const at::Tensor& x, const char* op) {
+  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
+           "last dim; got ", x.sizes(), " on ", x.device());
+  const DType dt = to_dtype(x, op, "x");
+  QK_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  return dt;
+}
+
 // The 2-bit formats' scales: float16 (N, K/g), one per group of g columns (g divides K).
 void check_scales(const at::Tensor& scales, int64_t N, int64_t K, const char* op) {
   QK_CHECK(scales.scalar_type() == at::kHalf && scales.dim() == 2 && scales.size(0) == N && scales.is_contiguous() &&
@@ -152,10 +162,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
                            const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
                            at::Tensor& out, bool pdl) {
   const char* op = "_linear_2bit_gemv_cuda";
-  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
-              "last dim; got ", x.sizes(), " on ", x.device());
-  const DType dt = to_dtype(x, op, "x");
-  QK_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  const DType dt = check_decode_x(x, op);
   check_cuda(packed, x, op, "packed");
   check_cuda(scales, x, op, "scales");
   check_cuda(out, x, op, "out");
@@ -196,10 +203,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
 void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                                     const std::optional<at::Tensor>& bias, at::Tensor& out, int64_t K) {
   const char* op = "_linear_ternary_base3_gemv_cuda";
-  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.stride(1) == 1, op, ": 'x' must be a 2-D CUDA tensor with a contiguous "
-           "last dim; got ", x.sizes(), " on ", x.device());
-  const DType dt = to_dtype(x, op, "x");
-  QK_CHECK(dt != DType::kF32, op, ": 'x' must be float16 or bfloat16");
+  const DType dt = check_decode_x(x, op);
   check_cuda(packed, x, op, "packed");
   check_cuda(scale, x, op, "scale");
   check_cuda(out, x, op, "out");
