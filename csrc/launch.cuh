@@ -85,14 +85,12 @@ inline int sm_count(int device) {
   return known[device];
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute where enabled and
-// `allow_pdl` (a kernel declines it for launches where it measured slower).
+// kernel<<<grid, block, smem, stream>>>(args...) on the current device `device` (the
+// caller has it already), with the PDL attribute where enabled and `allow_pdl` (a kernel
+// declines it for launches where it measured slower).
 template <typename... Params, typename... Args>
-cudaError_t launch_pdl_if(bool allow_pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                          cudaStream_t stream, Args&&... args) {
-  int device = 0;
-  const cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
+cudaError_t launch_on(int device, bool allow_pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -106,11 +104,14 @@ cudaError_t launch_pdl_if(bool allow_pdl, void (*kernel)(Params...), dim3 grid, 
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
-// The same, with PDL wherever it is enabled.
+// The same on the current device, with PDL wherever it is enabled.
 template <typename... Params, typename... Args>
 cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    Args&&... args) {
-  return launch_pdl_if(true, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
+  int device = 0;
+  const cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  return launch_on(device, true, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace quipkern

@@ -433,7 +433,7 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
   // SMs set the time (H100, session 6: 8192×28672 38.8 -> 44.6 µs, while 8192², 4096²,
   // 14336×4096 and 28672×8192 gained ~2 µs each).
   const bool pdl = p.pdl && kXs && (p.K < 16384 || blocks > 2 * sm_count(dev));
-  const cudaError_t e = launch_pdl_if(pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
+  const cudaError_t e = launch_on(dev, pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 

@@ -615,14 +615,15 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
   if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
   // Split the Q stage over blocks while the grid is smaller than the GPU, down to 32
   // columns a block.  Not in place: a block writes its slice while another still reads x.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return Status::kCudaError;
   if (p.m > 1 && p.x != p.y) {
-    int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return Status::kCudaError;
     const int sms = sm_count(device);  // cached (launch.cuh)
     if (sms == 0) return Status::kCudaError;
     while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
   }
-  const cudaError_t e = launch(kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split), dim3(threads), smem, stream, p, plan);
+  const cudaError_t e = launch_on(device, true, kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split),
+                                  dim3(threads), smem, stream, p, plan);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
