@@ -64,6 +64,11 @@ struct Plan {
   int log2_q_split;           // main kernel, m > 1: blockIdx.y takes 1 / 2^this of the Q stage's columns b
 };
 
+// Entry (a, a') of the Q stage's matrix: Q[a][a'], or Q[a'][a] for the transpose.
+__device__ __forceinline__ float q_entry(const RhtParams& p, int a, int a2) {
+  return p.transpose ? p.q[a2 * p.m + a] : p.q[a * p.m + a2];
+}
+
 // Float offset of the Q matrix after the tile, rounded up for its float4 reads.
 __host__ __device__ __forceinline__ int q_offset(int tile_floats) { return (tile_floats + 3) & ~3; }
 
@@ -179,7 +184,7 @@ __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
     for (int i = threadIdx.x; i < p.m * width; i += blockDim.x) {
       const int ap = i / width, a = i % width;
       float v = 0.f;
-      if (a < p.m) v = p.transpose ? p.q[ap * p.m + a] : p.q[a * p.m + ap];
+      if (a < p.m) v = q_entry(p, a, ap);
       qs[i] = v;
     }
   }
@@ -302,7 +307,7 @@ __device__ __forceinline__ void build_q_fragments(const RhtParams& p, uint32_t* 
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int c = col + e;
-      v[e] = row < m && c < m ? (p.transpose ? p.q[c * m + row] : p.q[row * m + c]) : 0.f;
+      v[e] = row < m && c < m ? q_entry(p, row, c) : 0.f;
     }
     uint32_t hi, lo;
     split_bf16(v[0], v[1], hi, lo);
@@ -471,7 +476,7 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
       const int width = plan.q_chunks * kQChunk;
       for (int i = threadIdx.x; i < m * width; i += blockDim.x) {
         const int ap = i / width, aa = i % width;
-        qs[i] = aa < m ? (p.transpose ? p.q[ap * m + aa] : p.q[aa * m + ap]) : 0.f;
+        qs[i] = aa < m ? q_entry(p, aa, ap) : 0.f;
       }
     }
   }
