@@ -5,7 +5,7 @@
 #   bash benchmarks/device_run.sh [stages...]     stages, run in the order given: apply build test sanitize bench suite decode demo profile sass source ab
 #   (suite: bench.py over the issues' five shapes at M = 1, 16, 4096, every format and the transform -> $OUT/suite/;
 #   decode: the compiled end-to-end decode at batch 1 -> $OUT/decode.json; SUITE_ARGS / DECODE_ARGS override)
-#   (default: all).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests; split on spaces), PYTEST_K (one -k
+#   (default: build test sanitize bench).  BENCHES, BENCH_ARGS, PYTEST_ARGS (default: tests; split on spaces), PYTEST_K (one -k
 #   expression, spaces allowed, e.g. "not compile and not backward"), TEST_WORKERS, TEST_TIMEOUT, PROFILE_ARGS,
 #   AB_ARGS (versions for ab.sh, e.g. "v6=csrc/linear_2bit.cu v8=patch:benchmarks/pending/gemv_v8.patch"),
 #   PATCHES (for `apply`: patches from benchmarks/pending/ to apply to this copy first) adjust them.
