@@ -148,3 +148,71 @@ def test_ternary_linear_with_integer_activations(bits, tmp_path):
     fresh = nn.Sequential(nn.Linear(384, 96, device="meta")).to_empty(device="cpu")
     quipkern.load_quantized(fresh, str(tmp_path / "m.safetensors"))
     assert fresh[0].act_bits == bits and torch.equal(fresh(x), model(x))
+
+
+def _rows_with_ties(M, K, dtype, bits, device):
+    """Random rows, an all-zero row, and a row whose absmax makes s = 1 so that x / s
+    hits exact halves (round half to even decides them)."""
+    qmax = 2 ** (bits - 1) - 1
+    x = torch.randn(M, K) * 3
+    x[1] = 0
+    x[2] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, -3.5] * (K // 8 + 1))[:K]
+    x[2, 0] = float(qmax)
+    return x.to(dtype).to(device)
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,K", [(3, 8), (5, 300), (4, 1000)] + ([(33, 11008), (3, 70000)] if HAS_CUDA else []))
+def test_triton_quantize_rows_is_the_reference(name, device, bits, dtype, M, K):
+    from quipkern.triton import linear_ternary_a8 as tl8
+
+    x = _rows_with_ties(M, K, dtype, bits, device)
+    q, s = tl8.quantize_rows(x, bits)
+    q_ref, s_ref = ref.quantize_act_rows(x.cpu(), bits)
+    assert torch.equal(q.cpu(), q_ref) and torch.equal(s.cpu(), s_ref)
+    assert q[2, 1:7].tolist() == [2, 2, 0, -2, -2, 4]  # 1.5, 2.5, -0.5, -1.5, -2.5, 3.5: halves to even
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("per_row", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
+    from quipkern.triton import linear_ternary_a8 as tl8
+
+    M, N = 19, 70
+    acc = torch.randint(-127 * 4096, 127 * 4096, (M, N), dtype=torch.int32)
+    s = torch.rand(M, 1) * 0.1
+    scale = torch.rand(N if per_row else 1) * 0.05
+    out = torch.full((M, N), float("nan"), dtype=dtype, device=device)
+    tl8.scale_rows_cols(acc.to(device), s.to(device), scale.to(device), out)
+    want = acc.float() * s * scale
+    if dtype == torch.float32 or device == "cuda":
+        assert torch.equal(out.cpu(), want.to(dtype))
+    else:  # the interpreter's bfloat16 cast is not round-to-nearest: one unit in the last place
+        torch.testing.assert_close(out.cpu().double(), want.to(dtype).double(), rtol=2.0**-7, atol=0)
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_layer_on_triton_matches_reference(name, device, tin, tout, bits):
+    """The layer with the Triton quantization, int8 matmul and epilogue: without transforms
+    the same integers and the same float32 steps as the reference, so the same bits."""
+    M, N, K = 5, 96, 384
+    torch.manual_seed(2)
+    trits = torch.randint(-1, 2, (N, K))
+    packed = pack_ternary_2bit(trits)
+    scale = torch.rand(N) * 0.02 + 0.01
+    kw = transforms(N, K, tin, tout)
+    x = torch.randn(M, K)
+    r = ref.linear_ternary_a8(x, packed, scale, None, **kw, act_bits=bits)
+    kw_dev = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in kw.items()}
+    with backend.use_backend(name):
+        y = quipkern.linear_ternary_a8(x.to(device), packed.to(device), scale.to(device), None, **kw_dev,
+                                       act_bits=bits)
+    if not tin:
+        assert torch.equal(y.cpu(), r)
+    else:  # the transforms sum in another order: a value at a rounding half may flip by one step
+        assert rel_err(y.cpu(), r) < 5e-3

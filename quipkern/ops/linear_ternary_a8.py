@@ -77,6 +77,18 @@ if _triton.AVAILABLE:
     backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
 
 
+def _triton_steps(x2) -> bool:
+    """Whether the layer's quantization and epilogue run as Triton kernels (bit-identical
+    to the reference steps): on CUDA tensors of a half or single float dtype, or when the
+    Triton backend is forced (its interpreter on CPU, for the tests)."""
+    if not _triton.AVAILABLE or x2.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return False
+    forced = backend.forced_backend()
+    if forced is not None:
+        return forced == "triton" and _tl.supports(x2, None) is None
+    return x2.is_cuda
+
+
 def _check_layer(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
                  in_features, out_features, act_bits, check_data):
     op = "linear_ternary_a8"
@@ -115,6 +127,12 @@ def linear_ternary_a8(
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
 
     def int_matmul(x2, _bias, o):  # never handed the bias (fuse_bias=False): it is added after the cut
+        if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
+            q, s = _tl.quantize_rows(x2, act_bits)
+            ints = matmul_ternary_int8(q, packed)
+            if o is None:
+                o = torch.empty(ints.shape, dtype=x.dtype, device=x.device)
+            return _tl.scale_rows_cols(ints, s, scale.float().contiguous(), o)
         q, s = _ref.quantize_act_rows(x2, act_bits)
         y = matmul_ternary_int8(q, packed).to(acc) * s.to(acc)
         return torch.mul(y, scale.to(acc), out=o) if o is not None else (y * scale.to(acc)).to(x.dtype)

@@ -5,6 +5,13 @@ BLOCK_M × BLOCK_N tile; per BLOCK_K step it loads the packed words once, expand
 every word ((word >> 2j) & 3) to the int8 trit code − 1 in registers and feeds the int8
 tensor cores (tl.dot, int32 accumulation) with the matching columns 16w + j of q.  Under
 Triton's interpreter the product is a broadcast sum in int32 (its dot would multiply in int8).
+
+quantize_rows: the per-row absmax quantization of quipkern/reference/linear_ternary_a8.py
+in one kernel (a program a row: its absmax, then q = round_half_even(x / s) clamped),
+bit-identical to the reference's float32 arithmetic.  scale_rows_cols: the epilogue
+(acc · s_row) · scale_col in float32, rounded once to the output's dtype.  In the layer
+these replace chains of elementwise torch passes over (M, K) and (M, N), which cost more
+than the int8 GEMM at M = 4096.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import triton.language as tl
 
 from . import INTERPRET as _INTERPRET
 
-__all__ = ["matmul_ternary_int8", "expand_trits_int8", "supports"]
+__all__ = ["matmul_ternary_int8", "expand_trits_int8", "quantize_rows", "scale_rows_cols", "supports"]
 
 
 @triton.jit
@@ -107,4 +114,71 @@ def matmul_ternary_int8(q, packed, out=None):
     cfg = _config(M)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
     _kernel[grid](q, packed, out, M, N, K, q.stride(0), out.stride(0), SUM_DOT=_INTERPRET, **cfg)
+    return out
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, x_stride, q_stride, QMAX: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * x_stride
+    amax = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        v = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(v))
+    a = tl.max(amax, axis=0)
+    # the reference's float32 steps, each correctly rounded: s = amax / Q, then x / s
+    s = tl.where(a > 0, tl.div_rn(a, QMAX), 1.0)
+    tl.store(s_ptr + row, s)
+    for k0 in range(0, K, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        ok = offs < K
+        t = tl.div_rn(tl.load(x_row + offs, mask=ok, other=0.0).to(tl.float32), s)
+        # round half to even (torch.round), from exact steps: |t| <= Q, so f and t - f are exact
+        f = tl.floor(t)
+        d = t - f
+        odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+        r = f + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
+        r = tl.minimum(tl.maximum(r, -QMAX), QMAX)
+        tl.store(q_ptr + row * q_stride + offs, r.to(tl.int8), mask=ok)
+
+
+def quantize_rows(x, bits=8):
+    """x (M, K) float16 / bfloat16 / float32, last dim contiguous -> (q int8 (M, K),
+    s float32 (M, 1)): reference.quantize_act_rows on the GPU, the same integers."""
+    M, K = x.shape
+    q = torch.empty(M, K, dtype=torch.int8, device=x.device)
+    s = torch.empty(M, 1, dtype=torch.float32, device=x.device)
+    block = 128 if _INTERPRET else min(4096, triton.next_power_of_2(K))
+    _quantize_rows_kernel[(M,)](x, q, s, K, x.stride(0), q.stride(0), QMAX=float(2 ** (bits - 1) - 1),
+                                BLOCK=block, num_warps=4 if block <= 1024 else 8)
+    return q, s
+
+
+@triton.jit
+def _scale_kernel(acc_ptr, s_ptr, scale_ptr, out_ptr, M, N, acc_stride, out_stride,
+                  PER_ROW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok, n_ok = offs_m < M, offs_n < N
+    ok = m_ok[:, None] & n_ok[None, :]
+    a = tl.load(acc_ptr + offs_m[:, None].to(tl.int64) * acc_stride + offs_n[None, :], mask=ok, other=0)
+    sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
+    if PER_ROW:
+        w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
+    else:
+        w = tl.load(scale_ptr + offs_n * 0)
+    y = (a.to(tl.float32) * sr[:, None]) * w[None, :]  # the reference's order: (acc · s) · scale
+    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :],
+             y.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def scale_rows_cols(acc, s, scale, out):
+    """out (M, N) = (acc int32 (M, N) · s float32 (M, 1)) · scale float32 (N,) or (1,),
+    computed in float32 and rounded once to out's dtype; out's last dim contiguous."""
+    M, N = acc.shape
+    bm, bn = (16, 16) if _INTERPRET else (32, 128)
+    grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
+    _scale_kernel[grid](acc, s, scale, out, M, N, acc.stride(0), out.stride(0),
+                        PER_ROW=scale.shape[0] > 1, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
     return out
