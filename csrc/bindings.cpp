@@ -157,10 +157,11 @@ const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x,
 }
 
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
-// pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl).
+// pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl);
+// fixed_x: Linear2bitParams::fixed_x.
 void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                            const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
-                           at::Tensor& out, bool pdl) {
+                           at::Tensor& out, bool pdl, bool fixed_x) {
   const char* op = "_linear_2bit_gemv_cuda";
   const DType dt = check_decode_x(x, op);
   check_cuda(packed, x, op, "packed");
@@ -194,6 +195,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.group_size = int(K / scales.size(1));
   p.dtype = dt;
   p.pdl = pdl;
+  p.fixed_x = fixed_x;
   const c10::cuda::CUDAGuard guard(x.device());
   check_status(quipkern::linear_2bit_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
@@ -275,7 +277,7 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_rht_cuda(Tensor x, Tensor? q, Tensor? signs_in, Tensor? signs_out, float scale, bool transpose, "
         "int n, Tensor(a!) out) -> ()");
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
-        "Tensor(a!) out, bool pdl=False) -> ()");
+        "Tensor(a!) out, bool pdl=False, bool fixed_x=True) -> ()");
   m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");

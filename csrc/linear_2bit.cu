@@ -154,10 +154,72 @@ __device__ __forceinline__ void x_pairs(const XRaw& r, uint32_t (&pair)[8]) {
 
 
 // Shared memory of a block: each warp's ring of kStages chunk buffers (16·kTiles rows ×
-// kRowWords words; 4 pad words a row make the fragment reads of a unit conflict-free),
-// then the block's group scales (and zeros) as fp16 bits [16·kTiles][G].
-constexpr int kRowWords = 4 * kUnits + 4;
+// 16 words, swizzled: see Ring), then the block's group scales (and zeros) as fp16 bits
+// [16·kTiles][G], then x (when staged).
+constexpr int kRowWords = 4 * kUnits;
 __host__ __device__ constexpr int ring_words(int tiles) { return kWarps * kStages * 16 * tiles * kRowWords; }
+
+// A warp's ring of chunk buffers and the cp.async copies that fill it.  Piece u (16 bytes,
+// one unit) of ring row r sits at piece u ^ ((r >> 1) & 3) of the row: lane (g, t) reads
+// word t of unit j in rows g and g + 8 (+ 16·tile), whose banks 16·(g & 1) +
+// 4·(j ^ ((g >> 1) & 3)) + t differ for the 32 lanes without pad words (three blocks of
+// the two-tile kernel then fit an SM where padded rows allowed two).  Rows past N read row
+// N - 1 (their sums are never stored); units past K are zero-filled.
+template <int kTiles>
+struct Ring {
+  static constexpr int kRows = 16 * kTiles;
+  static constexpr int kPieces = kRows * kUnits / 32;  // 16-byte copies of a chunk per lane
+  static_assert(kUnits == 4, "a lane's pieces share one unit and one swizzle: lane % 4, (lane >> 3) & 3");
+  // piece q of lane: row lane / 4 + 8q, unit lane % 4; its swizzle ((row >> 1) & 3) is the same for every q
+  const int32_t* src_row[kPieces];
+  uint32_t dst0;  // byte offset in a stage of piece 0 (piece q: + q · 8 rows)
+  uint32_t base;  // shared address of the warp's ring
+  int unit, warp, chunks, units;
+
+  __device__ __forceinline__ Ring(const uint32_t* ring, int lane, int warp_, const Linear2bitParams& p, int row0)
+      : base(uint32_t(__cvta_generic_to_shared(ring))), unit(lane % kUnits), warp(warp_),
+        chunks((p.K / 64 + kUnits - 1) / kUnits), units(p.K / 64) {
+    const int r = lane / kUnits;
+    dst0 = 4 * (r * kRowWords + 4 * (unit ^ ((r >> 1) & 3)));
+#pragma unroll
+    for (int q = 0; q < kPieces; ++q)
+      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * (p.K / 16) + 4 * unit;
+  }
+  // Lane (g, t) reads word t of unit j in rows g + 8k: at (lane_word(g, t) ^ 4j) + 8k·kRowWords
+  // ((g + 8k) >> 1 & 3 is g >> 1 & 3, and the XOR touches only the unit bits).
+  static __device__ __forceinline__ int lane_word(int g, int t) { return g * kRowWords + 4 * ((g >> 1) & 3) + t; }
+  static __device__ __forceinline__ const uint32_t* stage(const uint32_t* ring, int i) {
+    return ring + (i % kStages) * kRows * kRowWords;
+  }
+  // The warp's i-th chunk into stage i % kStages, as one commit group (empty past the end:
+  // the group count stays in step).
+  __device__ __forceinline__ void issue(int i) const {
+    const int c = warp + i * kWarps;
+    if (c < chunks) {
+      const bool ok = unit < units - c * kUnits;
+      const uint32_t st = base + 4 * (i % kStages) * kRows * kRowWords + dst0;
+#pragma unroll
+      for (int q = 0; q < kPieces; ++q)
+        cp_async16(st + q * 32 * kRowWords, ok ? src_row[q] + 16 * c : src_row[q], ok ? 16 : 0);
+    }
+    cp_async_commit();
+  }
+};
+
+// The block's group scales (and zeros) into shared memory: its rows are one run of
+// kRows·G halves (16-byte aligned), copied in the first commit group, beside chunk 0, so
+// their DRAM latency is the one chunk 0 pays anyway.  The run is cut at the tensor's end.
+template <bool kAsym>
+__device__ __forceinline__ void copy_scales(uint16_t* ssc, const Linear2bitParams& p, int row0, int rows, int G) {
+  const uint32_t dst = uint32_t(__cvta_generic_to_shared(ssc));
+  const int64_t first = int64_t(row0) * G, total = int64_t(p.N) * G;
+  for (int piece = threadIdx.x; piece < rows * G / 8; piece += blockDim.x) {
+    const int64_t h = first + 8 * piece;
+    const int bytes = 2 * int(max(int64_t(0), min(int64_t(8), total - h)));
+    cp_async16(dst + 16 * piece, bytes ? p.scales + h : p.scales, bytes);
+    if (kAsym) cp_async16(dst + 2 * rows * G + 16 * piece, bytes ? p.zeros + h : p.zeros, bytes);
+  }
+}
 
 // Group scales a row: kGroup = 0 is the per-row mode (its scale is read at the end).
 __host__ __device__ constexpr int groups_per_row(int K, int kGroup) { return kGroup == 0 ? 0 : K / kGroup; }
@@ -188,17 +250,17 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
   constexpr bool kGrouped = kGroup != 0;
   constexpr int kRows = 16 * kTiles;  // rows of the block
   constexpr int kH = 2 * kTiles;      // rows of a lane: g + 8h
-  constexpr int kPieces = kRows * kUnits / 32;  // 16-byte copies of a chunk per lane
   // units between two corrections: a group, or (per-row mode) a chunk
   constexpr int kPerGroup = kGrouped ? kGroup / 64 : kUnits;
   extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * kRows;
-  const int wpr = p.K / 16, units = p.K / 64, G = groups_per_row(p.K, kGroup);
+  const int units = p.K / 64, G = groups_per_row(p.K, kGroup);
   const int chunks = (units + kUnits - 1) / kUnits;
-  uint32_t* ring = smem + warp * (kStages * kRows * kRowWords);
-  const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
+  const uint32_t* ring = smem + warp * (kStages * kRows * kRowWords);
+  const Ring<kTiles> copies(ring, lane, warp, p, row0);
+  const int lw = Ring<kTiles>::lane_word(g, t);
   uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + ring_words(kTiles));
   uint16_t* szr = ssc + kRows * G;
   // x in shared memory (rows of K elements) when small enough (the launch sized it so)
@@ -206,47 +268,9 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
   const T* xsm = reinterpret_cast<const T*>(reinterpret_cast<const char*>(ssc) +
                                             gemv_scale_bytes(p.K, kGroup, kAsym, kTiles));
 
-  // Copies of one chunk: kRows rows × kUnits 16-byte pieces, kPieces per lane.  Rows past
-  // N read row N - 1 (their sums are never stored); units past K are zero-filled.
-  const int32_t* src_row[kPieces];
-  int piece_row[kPieces], piece_unit[kPieces];
+  if constexpr (kGrouped) copy_scales<kAsym>(ssc, p, row0, kRows, G);
 #pragma unroll
-  for (int q = 0; q < kPieces; ++q) {
-    const int piece = lane + 32 * q;
-    piece_row[q] = piece / kUnits;
-    piece_unit[q] = piece % kUnits;
-    src_row[q] = p.packed + int64_t(min(row0 + piece_row[q], p.N - 1)) * wpr + 4 * piece_unit[q];
-  }
-  auto issue = [&](int i) {  // the warp's i-th chunk into stage i % kStages
-    const int c = warp + i * kWarps;
-    if (c < chunks) {
-      const int left = units - c * kUnits;
-#pragma unroll
-      for (int q = 0; q < kPieces; ++q) {
-        const uint32_t dst =
-            ring_addr + 4 * (((i % kStages) * kRows + piece_row[q]) * kRowWords + 4 * piece_unit[q]);
-        const bool ok = piece_unit[q] < left;
-        cp_async16(dst, ok ? src_row[q] + 16 * c : src_row[q], ok ? 16 : 0);
-      }
-    }
-    cp_async_commit();  // also when empty: the group count stays in step
-  };
-
-  // The block's group scales (and zeros): its rows are one run of kRows·G halves (16-byte
-  // aligned), copied in the first commit group, beside chunk 0, so their DRAM latency is
-  // the one chunk 0 pays anyway.  The run is cut at the tensor's end.
-  if constexpr (kGrouped) {
-    const uint32_t dst = uint32_t(__cvta_generic_to_shared(ssc));
-    const int64_t first = int64_t(row0) * G, total = int64_t(p.N) * G;
-    for (int piece = threadIdx.x; piece < kRows * G / 8; piece += blockDim.x) {
-      const int64_t h = first + 8 * piece;
-      const int bytes = 2 * int(max(int64_t(0), min(int64_t(8), total - h)));
-      cp_async16(dst + 16 * piece, bytes ? p.scales + h : p.scales, bytes);
-      if (kAsym) cp_async16(dst + 2 * kRows * G + 16 * piece, bytes ? p.zeros + h : p.zeros, bytes);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   // Weights only up to here (launch.cuh): with PDL the predecessor (T_in) may still run.
   pdl_wait();
   if constexpr (xs) {  // all of x, in a commit group of its own after the first chunks (rows 16-byte aligned: checked at launch)
@@ -308,11 +332,11 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
   float acc[kTiles][NT][4] = {};  // corrected sums, scaled in the grouped mode
 
   for (int i = 0; i < nc; ++i) {
-    issue(i + kStages - 1);
+    copies.issue(i + kStages - 1);
     cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies; the x group only shifts which) ...
     __syncwarp();                  // ... and every lane's
     const int c = warp + i * kWarps, left = units - c * kUnits;
-    const uint32_t* stage = ring + (i % kStages) * kRows * kRowWords;
+    const uint32_t* stage = Ring<kTiles>::stage(ring, i);
     float cu[kTiles][NT][4] = {}, cr[NT][4] = {};  // biased sums and corrections
     const bool more = i + 1 < nc;
 #pragma unroll
@@ -338,7 +362,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
         uint32_t wa[2][8];
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          dequant_biased<T>(stage[(g + 8 * (2 * tile + h)) * kRowWords + 4 * j + t], wa[h]);
+          dequant_biased<T>(stage[(lw ^ (4 * j)) + 8 * (2 * tile + h) * kRowWords], wa[h]);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           const uint32_t a[4] = {wa[0][2 * k], wa[1][2 * k], wa[0][2 * k + 1], wa[1][2 * k + 1]};
@@ -411,30 +435,309 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
     }
 }
 
-template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
-Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
-  auto kernel = gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>;
-  const size_t smem = gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs);
+// ---------------------------------------------------------------------------------------
+// The fixed-point-x GEMV (M <= 8 and x staged in shared memory; Linear2bitParams::fixed_x).
+//
+// Each block turns x into 16-bit fixed point per row, X = rint(x · 2^e_b) with
+// 2^14 <= max|X| < 2^15 (e_b from the row's absmax, so the scaling is exact and elements
+// within 2^7 (bf16) / 2^10 (fp16) of the row's largest are exact; the rest round at 2^-16
+// of the row max), and stores it as a signed high byte and an unsigned low byte,
+// X = 256·hi + lo.  The codes c (0..3) are then the A operand of mma.m16n8k32 as they are,
+// no bias and no float: (w >> 2s) & 0x03030303 puts codes s, s+4, s+8, s+12 of a word in
+// the four bytes of a register (one shift and one and per 4 codes, against one lop3 per
+// 2 codes in the float kernel), and two mmas per 32 k (A·hi as u8·s8, A·lo as u8·u8) give
+// exact int32 sums.  A group's value is
+//     s · (256·Σc·hi + Σc·lo − z·ΣX) · 2^-e_b
+// with ΣX (the group's sum of X, per batch row) from the prologue: no correction mma.
+//
+// x in shared memory, per batch row b (rows xq_row_bytes(K) apart, 16 bytes of pad so
+// that the two rows of an 8-lane phase hit different banks), 32 bytes per slice of 16
+// columns [16q, 16q + 16):
+//   bytes  0..15  hi: register s (s = 0..3) holds columns 16q + {s, s+4, s+8, s+12}
+//   bytes 16..31  lo: the same order
+// which is the order of the A registers, so lane (g, t) loads its B fragments of unit u
+// (slice 4u + t: the word t it multiplies) with two 16-byte loads and no shuffling.
+// k-slots of one mma (pair pp = 0, 1 of a unit): a0 = register 2pp of row g's word,
+// a2 = register 2pp + 1, a1 / a3 the same of row g + 8; b0 / b1 = registers 2pp, 2pp + 1
+// of x's slice.
+__host__ __device__ inline int xq_row_bytes(int K) { return 2 * K + 16; }
+__host__ __device__ constexpr int x16_sums(int K, int kGroup) { return kGroup == 0 ? 1 : K / kGroup; }
+constexpr int kBadRow = 1 << 20;  // e_b of a row with a NaN or an infinity: its outputs are NaN
+
+size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles) {
+  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes(K) +
+         4 * (8 * x16_sums(K, kGroup) + kWarps * 8 + 8);  // ΣX [8][groups], warp maxima [kWarps][8], e [8]
+}
+
+template <typename T> struct Pair;
+template <> struct Pair<__half> {
+  using T2 = __half2;
+  static __device__ __forceinline__ float2 to_float2(uint32_t v) { return __half22float2(*reinterpret_cast<__half2*>(&v)); }
+};
+template <> struct Pair<__nv_bfloat16> {
+  using T2 = __nv_bfloat162;
+  static __device__ __forceinline__ float2 to_float2(uint32_t v) {
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+  }
+};
+
+// Largest |x| of 8 elements as (nonnegative) float bits; a NaN compares above infinity.
+template <typename T>
+__device__ __forceinline__ uint32_t absmax_bits(const uint4& v) {
+  using T2 = typename Pair<T>::T2;
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  T2 m = *reinterpret_cast<const T2*>(&w[0]);
+  m = __habs2(m);
+#pragma unroll
+  for (int i = 1; i < 4; ++i) m = __hmax2_nan(m, __habs2(*reinterpret_cast<const T2*>(&w[i])));
+  const float2 f = Pair<T>::to_float2(*reinterpret_cast<uint32_t*>(&m));
+  if (f.x != f.x || f.y != f.y) return 0x7fc00000u;
+  return __float_as_uint(fmaxf(f.x, f.y));
+}
+
+template <typename T, bool kAsym, int kGroup, int kTiles>
+__global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
+    gemv_2bit_x16_kernel(const Linear2bitParams p) {
+  constexpr bool kGrouped = kGroup != 0;
+  constexpr int kRows = 16 * kTiles;
+  constexpr int kH = 2 * kTiles;                         // rows of a lane: g + 8h
+  constexpr int kPerGroup = kGrouped ? kGroup / 64 : 1;  // units a group
+  extern __shared__ __align__(16) uint32_t smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * kRows;
+  const int units = p.K / 64, G = groups_per_row(p.K, kGroup), S = x16_sums(p.K, kGroup);
+  const int chunks = (units + kUnits - 1) / kUnits;
+  const uint32_t* ring = smem + warp * (kStages * kRows * kRowWords);
+  const Ring<kTiles> copies(ring, lane, warp, p, row0);
+  const int lw = Ring<kTiles>::lane_word(g, t);
+  uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + ring_words(kTiles));
+  uint16_t* szr = ssc + kRows * G;
+  char* xq = reinterpret_cast<char*>(ssc) + gemv_scale_bytes(p.K, kGroup, kAsym, kTiles);
+  const int xrow = int(xq_row_bytes(p.K));
+  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [8][S]
+  uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + 8 * S);
+  int* ex = reinterpret_cast<int*>(wmax + kWarps * 8);
+
+  if constexpr (kGrouped) copy_scales<kAsym>(ssc, p, row0, kRows, G);
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
+  pdl_wait();  // weights only up to here (launch.cuh)
+  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q), a commit group of its own
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(xq));
+    const int per_row = p.K / 8;
+    for (int piece = threadIdx.x; piece < p.M * per_row; piece += blockDim.x) {
+      const int b = piece / per_row, off = piece - b * per_row;
+      cp_async16(dst + b * xrow + 16 * off, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + 8 * off, 16);
+    }
+    cp_async_commit();
+  }
+  for (int i = threadIdx.x; i < 8 * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // e_b per row from its absmax
+  for (int b = 0; b < p.M; ++b) {
+    uint32_t m = 0;
+    for (int off = threadIdx.x; off < p.K / 8; off += blockDim.x)
+      m = max(m, absmax_bits<T>(*reinterpret_cast<const uint4*>(xq + b * xrow + 16 * off)));
+    m = __reduce_max_sync(0xffffffffu, m);
+    if (lane == 0) wmax[warp * 8 + b] = m;
+  }
+  __syncthreads();
+  if (threadIdx.x < p.M) {
+    uint32_t m = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * 8 + threadIdx.x]);
+    // max·2^e in [2^14, 2^15): e = 14 − exponent(max); capped so that 2^e stays a normal
+    // float (only rows below 2^-112 lose bits).  A zero row takes e = 0.
+    ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(14 - (int(m >> 23) - 127), 126);
+  }
+  __syncthreads();
+
+  // X in place of x: slice q of row b (16 elements) by lane q % 32 of warp (q / 32) % kWarps,
+  // and ΣX of each group (per-row mode: of the row) by the lanes that hold its slices.
+  for (int b = 0; b < p.M; ++b) {
+    const int e = ex[b];
+    const float scale = e == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + e) << 23);
+    const int slices = p.K / 16;
+    for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
+      const int q = q0 + lane;
+      int sum = 0;
+      if (q < slices) {
+        uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + 32 * q);
+        const uint4 v0 = slot[0], v1 = slot[1];
+        const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+        // f = bits of (x·2^e + 1.5·2^23): the float unit rounds x·2^e to an integer (half to
+        // even) in the low mantissa bits, X's low byte in byte 0 and its high byte in byte 1
+        uint32_t f[16];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const float2 xf = Pair<T>::to_float2(w[i]);
+          f[2 * i] = __float_as_uint(fmaf(xf.x, scale, 12582912.f));
+          f[2 * i + 1] = __float_as_uint(fmaf(xf.y, scale, 12582912.f));
+        }
+        uint32_t hi[4], lo[4], acc = 0;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const uint32_t a = __byte_perm(f[r], f[r + 4], 0x5140), c = __byte_perm(f[r + 8], f[r + 12], 0x5140);
+          lo[r] = __byte_perm(a, c, 0x5410);
+          hi[r] = __byte_perm(a, c, 0x7632);
+        }
+#pragma unroll
+        for (int i = 0; i < 16; ++i) acc += f[i];
+        sum = int(acc - 16u * 0x4b400000u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^20
+        slot[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+        slot[1] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+      }
+      if constexpr (kGrouped) {  // a group's kGroup / 16 slices sit in consecutive lanes (K/16 is a multiple of them)
+#pragma unroll
+        for (int o = 1; o < kGroup / 16; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (q < slices && lane % (kGroup / 16) == 0) sx[b * S + q / (kGroup / 16)] = sum;
+      } else {
+        sum = __reduce_add_sync(0xffffffffu, sum);
+        if (lane == 0) atomicAdd(&sx[b * S], sum);
+      }
+    }
+  }
+  __syncthreads();
+
+  const bool xok = g < p.M;
+  const char* xl = xq + (xok ? g : 0) * xrow + 32 * t;  // lane's slice of unit u: + 128u
+  float zrow[kH];
+#pragma unroll
+  for (int h = 0; h < kH; ++h)
+    zrow[h] = !kGrouped && kAsym ? half_bits_to_float(__ldg(p.zeros + min(row0 + g + 8 * h, p.N - 1))) : 1.5f;
+  float acc[kTiles][4] = {};
+  int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // Σc·hi, Σc·lo of the open group
+  const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
+  for (int i = 0; i < nc; ++i) {
+    copies.issue(i + kStages - 1);
+    cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
+    __syncwarp();                  // ... and every lane's
+    const int c = warp + i * kWarps, left = units - c * kUnits;
+    const uint32_t* stage = Ring<kTiles>::stage(ring, i);
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) {
+      if (j >= left) break;  // the same for the whole warp
+      const int u = c * kUnits + j;
+      uint4 bh = make_uint4(0, 0, 0, 0), bl = bh;
+      if (xok) {
+        const uint4* src = reinterpret_cast<const uint4*>(xl + 128 * u);
+        bh = src[0];
+        bl = src[1];
+      }
+      const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile) {
+        uint32_t wa[2][4];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t w = stage[(lw ^ (4 * j)) + 8 * (2 * tile + h) * kRowWords];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) wa[h][r] = (w >> (2 * r)) & 0x03030303u;
+        }
+#pragma unroll
+        for (int pp = 0; pp < 2; ++pp) {
+          const uint32_t a[4] = {wa[0][2 * pp], wa[1][2 * pp], wa[0][2 * pp + 1], wa[1][2 * pp + 1]};
+          ptx::mma_u8s8(chi[tile], a, xh[2 * pp], xh[2 * pp + 1]);
+          ptx::mma_u8u8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
+        }
+      }
+      if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group is complete
+        const int grp = u / kPerGroup;
+        const float sxc[2] = {float(sx[(2 * t) * S + grp]), float(sx[(2 * t + 1) * S + grp])};
+        float sc[kH], zc[kH];
+#pragma unroll
+        for (int h = 0; h < kH; ++h) {
+          sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
+          zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 1.5f;
+        }
+#pragma unroll
+        for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int h = 2 * tile + (e >> 1);
+            const int ci = chi[tile][e] * 256 + clo[tile][e];  // |ci| < 3·2^15·128 < 2^24: exact as a float too
+            acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
+            chi[tile][e] = 0;
+            clo[tile][e] = 0;
+          }
+      }
+    }
+    __syncwarp();  // every lane is done with this stage before it is refilled
+  }
+  if constexpr (!kGrouped) {  // one "group": the row (int sums of at most 3·2^15·K: K <= 16384 here)
+    const float sxc[2] = {float(sx[(2 * t) * S]), float(sx[(2 * t + 1) * S])};
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e])) - zrow[2 * tile + (e >> 1)] * sxc[e & 1];
+  }
+  pdl_launch_dependents();
+  cp_async_wait<0>();
+
+  __syncthreads();  // reduce the warps' partial sums (in the rings' space, now free)
+  float(*red)[kTiles][4][32] = reinterpret_cast<float(*)[kTiles][4][32]>(smem);
+  static_assert(kWarps * kTiles * 4 * 32 <= ring_words(kTiles), "the reduction reuses the rings");
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) red[warp][tile][e][lane] = acc[tile][e];
+  __syncthreads();
+  if (warp >= kTiles) return;  // warp `tile` writes that tile's rows
+  const int tile = warp;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) v += red[w][tile][e][lane];
+    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1);
+    if (row >= p.N || b >= p.M) continue;
+    const int eb = ex[b];
+    v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
+    if (!kGrouped) v *= half_bits_to_float(__ldg(p.scales + row));
+    if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
+    static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+  }
+}
+
+// One launch of a GEMV kernel instance with `smem` bytes of shared memory.  xs: the
+// instance copies x to shared memory with cp.async after pdl_wait (only those may be
+// PDL-launched; the others read x with __ldg, see load_x).
+template <auto kKernel>
+Status launch_gemv(const Linear2bitParams& p, size_t smem, int tiles, bool xs, cudaStream_t stream) {
   // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
   // on every launch would cost more than the kernel at M = 1 in eager mode).
   static int allowed[64] = {};  // per device: the largest size set so far
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Status::kCudaError;
   if (smem > 48 * 1024 && int(smem) > allowed[dev]) {
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    if (cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
       return Status::kUnsupported;  // more group scales than shared memory holds
     allowed[dev] = int(smem);
   }
-  const int blocks = (p.N + 16 * kTiles - 1) / (16 * kTiles);
+  const int blocks = (p.N + 16 * tiles - 1) / (16 * tiles);
   // PDL only for the variants that copy x to shared memory with cp.async (through L2,
-  // after pdl_wait); the others read x with __ldg (load_x).  And not for a long
-  // single-wave grid (K >= 16384, at most two blocks an SM): its blocks, placed early
-  // beside the predecessor's, can end up three on some SMs and one on others, and those
-  // SMs set the time (H100, session 6: 8192×28672 38.8 -> 44.6 µs, while 8192², 4096²,
-  // 14336×4096 and 28672×8192 gained ~2 µs each).
-  const bool pdl = p.pdl && kXs && (p.K < 16384 || blocks > 2 * sm_count(dev));
-  const cudaError_t e = launch_on(dev, pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
+  // after pdl_wait).  And not for a long single-wave grid (K >= 16384, at most two blocks
+  // an SM): its blocks, placed early beside the predecessor's, can end up three on some
+  // SMs and one on others, and those SMs set the time (H100, session 6: 8192×28672 38.8 ->
+  // 44.6 µs, while 8192², 4096², 14336×4096 and 28672×8192 gained ~2 µs each).
+  const bool pdl = p.pdl && xs && (p.K < 16384 || blocks > 2 * sm_count(dev));
+  const cudaError_t e = launch_on(dev, pdl, kKernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
+template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
+Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
+  if constexpr (kXs) {
+    if (p.fixed_x)
+      return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
+          p, gemv_x16_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
+  }
+  return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
+      p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
 }
 
 // Two row tiles a warp halve the x work per weight but also the number of blocks: only

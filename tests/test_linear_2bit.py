@@ -190,3 +190,42 @@ def test_cuda_gemv_takes_misaligned_group_scales(asym):
     out = backend.implementation("linear_2bit", "cuda")(x, packed, s_mis, z_mis, None, None, None, None, None,
                                                          False, False)
     assert rel_err(out, ref) < LAYER_TOL[torch.float16]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("fixed_x", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M,N,K,g,asym", [(1, 8200, 8192, 128, False), (1, 77, 16384, 64, True), (3, 300, 1024, "row", False),
+                                          (8, 4099, 2048, "row", True), (5, 8192, 256, 128, True), (2, 33, 64, 64, False)])
+def test_cuda_gemv_fixed_point_x(fixed_x, dtype, M, N, K, g, asym):
+    """The decode kernel at M <= 8 with x in shared memory, in both modes (16-bit fixed-point x
+    on int8 tensor cores, and x as it is): against float64, rows of very different ranges
+    (the fixed point is per row), an all-zero row, and a row with a NaN or an infinity, whose
+    outputs must be NaN (and only that row's)."""
+    from quipkern import _ext
+    if not _ext.AVAILABLE:
+        pytest.skip("the CUDA extension is not built")
+    gs = K if g == "row" else g
+    (packed, scales, zeros), _ = two_bit_case(N, K, gs, asym, "cuda")
+    x = torch.randn(M, K, device="cuda")
+    x[0, : K // 2] *= 1e-3  # one row mixes small and large elements
+    if M > 1:
+        x[1] *= 1e2 if dtype == torch.float16 else 1e30
+    if M > 2:
+        x[2] = 0
+    x = x.to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype)
+    out = poison_like(torch.empty(M, N, device="cuda", dtype=dtype))
+    torch.ops.quipkern._linear_2bit_gemv_cuda(x, packed, scales, zeros, bias, out, False, fixed_x)
+    ref = linear_2bit_ref(x.double(), packed, scales, zeros, bias.double())
+    for b in range(M):  # row by row: the rows' magnitudes differ by up to 1e30
+        err = rel_err(out[b], ref[b])
+        assert err < LAYER_TOL[dtype], f"row {b}: rel err {err:.3g}"
+    if M > 3:
+        bad = x.clone()
+        bad[3, K // 3] = float("nan")
+        bad[M - 1, 5] = float("inf")
+        out2 = poison_like(torch.empty(M, N, device="cuda", dtype=dtype))
+        torch.ops.quipkern._linear_2bit_gemv_cuda(bad, packed, scales, zeros, bias, out2, False, fixed_x)
+        assert torch.isnan(out2[3]).all() and not torch.isfinite(out2[M - 1]).any()
+        assert torch.equal(out2[:3], out[:3])

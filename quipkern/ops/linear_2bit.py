@@ -86,6 +86,11 @@ register_linear_autograd(
 # overrides the threshold (e.g. to measure the fused GEMM).
 CUDA_GEMV_MAX_M = 16
 DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "17"))
+# Where the CUDA GEMV stages x in shared memory (M <= 8, M·K·2 <= 32 KB) it multiplies on
+# integer tensor cores with x in 16-bit fixed point per row (Linear2bitParams::fixed_x in
+# csrc/include/quipkern/linear_2bit.h: exact for elements within 2^7 of the row's largest,
+# else rounded at 2^-16 of it).  QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma).
+GEMV_FIXED_X = os.environ.get("QUIPKERN_GEMV_FIXED_X", "1") != "0"
 
 
 def _rows(x):
@@ -142,7 +147,7 @@ if _ext.AVAILABLE:
             zeros = zeros.clone()
         if out is None or out.stride(-1) != 1:
             out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
-        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, after_t_in)
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, after_t_in, GEMV_FIXED_X)
         return out
 
     def _cuda_supports(x, packed, scales, zeros, bias, *rest):
