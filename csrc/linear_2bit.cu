@@ -604,10 +604,6 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 
   const bool xok = g < p.M;
   const char* xl = xq + (xok ? g : 0) * xrow + 32 * t;  // lane's slice of unit u: + 128u
-  float zrow[kH];
-#pragma unroll
-  for (int h = 0; h < kH; ++h)
-    zrow[h] = !kGrouped && kAsym ? half_bits_to_float(__ldg(p.zeros + min(row0 + g + 8 * h, p.N - 1))) : 1.5f;
   float acc[kTiles][4] = {};
   int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // Σc·hi, Σc·lo of the open group
   const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
@@ -667,13 +663,11 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
-  if constexpr (!kGrouped) {  // one "group": the row (int sums of at most 3·2^15·K: K <= 16384 here)
-    const float sxc[2] = {float(sx[(2 * t) * S]), float(sx[(2 * t + 1) * S])};
+  if constexpr (!kGrouped) {  // the row is one group (int sums below 3·2^15·K: K <= 16384 here); z·ΣX comes once, after the warps' sum
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e])) - zrow[2 * tile + (e >> 1)] * sxc[e & 1];
+      for (int e = 0; e < 4; ++e) acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
   }
   pdl_launch_dependents();
   cp_async_wait<0>();
@@ -696,8 +690,11 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1);
     if (row >= p.N || b >= p.M) continue;
     const int eb = ex[b];
+    if (!kGrouped) {
+      const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
+      v = (v - z * float(sx[b])) * half_bits_to_float(__ldg(p.scales + row));
+    }
     v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
-    if (!kGrouped) v *= half_bits_to_float(__ldg(p.scales + row));
     if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
     static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
   }
