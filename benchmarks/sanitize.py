@@ -47,6 +47,9 @@ for impl in IMPLS:
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         bias = torch.randn(N, device="cuda", dtype=torch.bfloat16)
         fn(x, packed, scales, zeros, bias, None, None, None, None, False, False, K, N)
+        if impl == "cuda" and M <= 8:  # the float-x kernel where the fixed-point one is the default
+            out = torch.empty(M, N, device="cuda", dtype=x.dtype)
+            torch.ops.quipkern._linear_2bit_gemv_cuda(x, packed, scales, zeros, bias, out, False, False)
     # both transforms at power-of-two widths (the GEMV then follows its T_in with a PDL launch)
     for N, K, M in ((512, 4096, 2), (200, 256, 7), (96, 8192, 1)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
