@@ -40,7 +40,7 @@ MODELS = {  # (N, K) of the distinct Linear layers of each model
 OPS = ("2bit", "2bit-notransform", "ternary-2bit", "ternary-base3", "ternary-a8", "rht")
 DEFAULT_OPS = ("2bit", "ternary-2bit", "rht")
 DEFAULT_M = (1, 4, 16, 64, 512, 4096)
-GROUP = 128
+GROUP = 128  # 2-bit group size (--group; 0: one scale per row)
 
 
 def shapes_of(models: list[str]) -> list[tuple[int, int]]:
@@ -62,7 +62,7 @@ def _weights(op: str, N: int, K: int, count: int, device="cuda"):
     from quipkern.formats.ternary import base3_row_bytes
 
     transform = op == "2bit"
-    pk, pn = quipkern.width_plan(K, GROUP if op.startswith("2bit") else 64, transform), quipkern.width_plan(N)
+    pk, pn = quipkern.width_plan(K, (GROUP or 64) if op.startswith("2bit") else 64, transform), quipkern.width_plan(N)
     Kp, Np = pk.padded, (pn.padded if transform else N)
     tr = dict(transform_in=transform, transform_out=transform, in_features=K, out_features=N)
     if transform:
@@ -72,10 +72,11 @@ def _weights(op: str, N: int, K: int, count: int, device="cuda"):
             tr[f"signs_{side}"] = random_signs(plan.padded, seed=len(side)).to(device)
     sets = []
     if op.startswith("2bit"):
-        nbytes = Np * Kp // 4 + Np * (Kp // GROUP) * 2
+        G = Kp // GROUP if GROUP else 1
+        nbytes = Np * Kp // 4 + Np * G * 2
         for _ in range(count):
             sets.append((torch.randint(-2**31, 2**31 - 1, (Np, Kp // 16), dtype=torch.int32, device=device),
-                         (torch.rand(Np, Kp // GROUP, device=device) * 0.01 + 0.001).half()))
+                         (torch.rand(Np, G, device=device) * 0.01 + 0.001).half()))
         fn = lambda x, p, s: quipkern.linear_2bit(x, p, s, None, None, **tr)  # noqa: E731
     else:
         base3 = op == "ternary-base3"
@@ -213,6 +214,8 @@ def main(argv=None):
     ap.add_argument("--shapes", help="NxK,... instead of --models")
     ap.add_argument("--m", default=",".join(map(str, DEFAULT_M)))
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    ap.add_argument("--group", default="128", choices=["64", "128", "row"],
+                    help="2-bit group size (row: one scale per row, 2.0 bits/weight)")
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--decode", action="store_true", help="also run benchmarks/decode.py (end-to-end)")
     ap.add_argument("--decode-args", default="", help="arguments for decode.py, e.g. '--layers 4 --batch 1'")
@@ -221,6 +224,8 @@ def main(argv=None):
     if args.plot_only:
         print(plot(args.plot_only))
         return
+    global GROUP
+    GROUP = 0 if args.group == "row" else int(args.group)
     ops = args.ops.split(",")
     for op in ops:
         if op not in OPS:
