@@ -89,5 +89,12 @@ if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         fn(x, packed, scale, torch.randn(N, device="cuda", dtype=torch.bfloat16), None, None, None, None, False,
            False, K, N, K)
+if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
+    fn = backend.implementation("matmul_ternary_int8", "cuda")
+    # the W1.58A8 decode GEMV: one and two row tiles, partial chunks, a strided q
+    for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        q = torch.randint(-127, 128, (M, K + 64), dtype=torch.int8, device="cuda")[:, :K]
+        fn(q, packed)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")

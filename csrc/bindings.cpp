@@ -244,6 +244,40 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
   check_status(quipkern::linear_ternary_base3_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 8, M·K <= 32768).
+void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::Tensor& out) {
+  const char* op = "_ternary_int8_gemv_cuda";
+  QK_CHECK(q.is_cuda() && q.scalar_type() == at::kChar && q.dim() == 2 && q.stride(1) == 1, op,
+           ": 'q' must be an int8 (M, K) CUDA tensor with a contiguous last dim; got ", q.sizes(), " ",
+           q.scalar_type(), " on ", q.device());
+  check_cuda(packed, q, op, "packed");
+  check_cuda(out, q, op, "out");
+  const int64_t M = q.size(0), K = q.size(1);
+  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous() && packed.size(1) * 16 == K,
+           op, ": 'packed' must be a contiguous int32 (N, K/16) = (N, ", K / 16, ") tensor; got ", packed.sizes(), " ",
+           packed.scalar_type());
+  const int64_t N = packed.size(0);
+  QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0 && M * K <= 32768, op, ": q of shape ",
+           q.sizes(), ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM,
+           " rows, K a multiple of 64 and M·K <= 32768");
+  QK_CHECK(out.scalar_type() == at::kInt && out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.stride(1) == 1,
+           op, ": 'out' must be int32 (M, N) = (", M, ", ", N, ") with a contiguous last dim; got ", out.sizes(), " ",
+           out.scalar_type());
+  QK_CHECK(reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 == 0 && (M == 1 || q.stride(0) % 16 == 0), op,
+           ": 'q' must start at a 16-byte aligned address with a row stride that is a multiple of 16 (a fresh tensor does)");
+  quipkern::TernaryInt8Params p;
+  p.q = static_cast<const int8_t*>(q.data_ptr());
+  p.q_row_stride = M > 1 ? q.stride(0) : K;
+  p.y = out.data_ptr<int32_t>();
+  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.packed = packed.data_ptr<int32_t>();
+  p.M = int(M);
+  p.N = int(N);
+  p.K = int(K);
+  const c10::cuda::CUDAGuard guard(q.device());
+  check_status(quipkern::ternary_int8_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
+}
+
 // out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype.
 void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
                           at::Tensor& out) {
@@ -281,6 +315,7 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");
+  m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
@@ -288,6 +323,7 @@ TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
   m.impl("_linear_2bit_gemv_cuda", &linear_2bit_gemv_cuda);
   m.impl("_dequantize_2bit_cuda", &dequantize_2bit_cuda);
   m.impl("_linear_ternary_base3_gemv_cuda", &linear_ternary_base3_gemv_cuda);
+  m.impl("_ternary_int8_gemv_cuda", &ternary_int8_gemv_cuda);
 }
 
 // quipkern._C is imported for its registrations; it has no Python-level functions.

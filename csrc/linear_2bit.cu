@@ -460,12 +460,21 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // k-slots of one mma (pair pp = 0, 1 of a unit): a0 = register 2pp of row g's word,
 // a2 = register 2pp + 1, a1 / a3 the same of row g + 8; b0 / b1 = registers 2pp, 2pp + 1
 // of x's slice.
-__host__ __device__ inline int xq_row_bytes(int K) { return 2 * K + 16; }
+//
+// The same kernel with T = int8_t is the W1.58A8 decode GEMV (ternary_int8_gemv_launch):
+// x is already int8 (q), staged as the hi plane alone (16 bytes a slice, rows
+// xq_row_bytes apart with a pad that puts row g + 1 64 bytes of banks after row g), one mma
+// per 32 k, and the output is the exact int32 Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1).
+template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
+  if constexpr (sizeof(T) == 1) return K + (64 - K % 128 + 128) % 128;
+  return 2 * K + 16;
+}
 __host__ __device__ constexpr int x16_sums(int K, int kGroup) { return kGroup == 0 ? 1 : K / kGroup; }
 constexpr int kBadRow = 1 << 20;  // e_b of a row with a NaN or an infinity: its outputs are NaN
 
+template <typename T>
 size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles) {
-  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes(K) +
+  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes<T>(K) +
          4 * (8 * x16_sums(K, kGroup) + kWarps * 8 + 8);  // ΣX [8][groups], warp maxima [kWarps][8], e [8]
 }
 
@@ -514,7 +523,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + ring_words(kTiles));
   uint16_t* szr = ssc + kRows * G;
   char* xq = reinterpret_cast<char*>(ssc) + gemv_scale_bytes(p.K, kGroup, kAsym, kTiles);
-  const int xrow = int(xq_row_bytes(p.K));
+  constexpr bool kInt8 = sizeof(T) == 1;  // q int8 in, exact int32 out (see above)
+  static_assert(!kInt8 || (!kGrouped && !kAsym), "the int8 mode has no scales");
+  const int xrow = xq_row_bytes<T>(p.K);
   int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [8][S]
   uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + 8 * S);
   int* ex = reinterpret_cast<int*>(wmax + kWarps * 8);
@@ -523,12 +534,13 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   pdl_wait();  // weights only up to here (launch.cuh)
-  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q), a commit group of its own
+  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q, int8: 16q), a commit group of its own
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(xq));
-    const int per_row = p.K / 8;
+    constexpr int kPer = 16 / sizeof(T);  // elements a 16-byte piece
+    const int per_row = p.K / kPer;
     for (int piece = threadIdx.x; piece < p.M * per_row; piece += blockDim.x) {
       const int b = piece / per_row, off = piece - b * per_row;
-      cp_async16(dst + b * xrow + 16 * off, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + 8 * off, 16);
+      cp_async16(dst + b * xrow + 16 * off, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + kPer * off, 16);
     }
     cp_async_commit();
   }
@@ -536,6 +548,30 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   cp_async_wait<0>();
   __syncthreads();
 
+  if constexpr (kInt8) {
+    // q in place as the hi plane (a 4×4 byte transpose of each slice), Σq per row
+    for (int b = 0; b < p.M; ++b) {
+      const int slices = p.K / 16;
+      for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
+        const int q = q0 + lane;
+        int sum = 0;
+        if (q < slices) {
+          uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + 16 * q);
+          const uint4 v = *slot;
+          const uint32_t lo01 = __byte_perm(v.x, v.y, 0x5140), lo23 = __byte_perm(v.z, v.w, 0x5140);
+          const uint32_t hi01 = __byte_perm(v.x, v.y, 0x7362), hi23 = __byte_perm(v.z, v.w, 0x7362);
+          // register r: byte r of each word (columns r, r+4, r+8, r+12)
+          *slot = make_uint4(__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
+                             __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632));
+          sum = __dp4a(int(v.x), 0x01010101, __dp4a(int(v.y), 0x01010101, __dp4a(int(v.z), 0x01010101,
+                                                                                  __dp4a(int(v.w), 0x01010101, 0))));
+        }
+        sum = __reduce_add_sync(0xffffffffu, sum);
+        if (lane == 0) atomicAdd(&sx[b * S], sum);
+      }
+    }
+    __syncthreads();
+  } else {
   // e_b per row from its absmax
   for (int b = 0; b < p.M; ++b) {
     uint32_t m = 0;
@@ -601,9 +637,11 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     }
   }
   __syncthreads();
+  }  // !kInt8
 
   const bool xok = g < p.M;
-  const char* xl = xq + (xok ? g : 0) * xrow + 32 * t;  // lane's slice of unit u: + 128u
+  constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
+  const char* xl = xq + (xok ? g : 0) * xrow + kSlice * t;  // lane's slice of unit u: + 4·kSlice·u
   float acc[kTiles][4] = {};
   int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // Σc·hi, Σc·lo of the open group
   const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
@@ -619,9 +657,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       const int u = c * kUnits + j;
       uint4 bh = make_uint4(0, 0, 0, 0), bl = bh;
       if (xok) {
-        const uint4* src = reinterpret_cast<const uint4*>(xl + 128 * u);
+        const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * u);
         bh = src[0];
-        bl = src[1];
+        if constexpr (!kInt8) bl = src[1];
       }
       const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
 #pragma unroll
@@ -637,7 +675,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         for (int pp = 0; pp < 2; ++pp) {
           const uint32_t a[4] = {wa[0][2 * pp], wa[1][2 * pp], wa[0][2 * pp + 1], wa[1][2 * pp + 1]};
           ptx::mma_u8s8(chi[tile], a, xh[2 * pp], xh[2 * pp + 1]);
-          ptx::mma_u8u8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
+          if constexpr (!kInt8) ptx::mma_u8u8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
         }
       }
       if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group is complete
@@ -689,6 +727,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     for (int w = 0; w < kWarps; ++w) v += red[w][tile][e][lane];
     const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1);
     if (row >= p.N || b >= p.M) continue;
+    if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
+      static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = int(v) - sx[b];
+    } else {
     const int eb = ex[b];
     if (!kGrouped) {
       const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
@@ -697,6 +738,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
     if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
     static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+    }
   }
 }
 
@@ -731,7 +773,7 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
   if constexpr (kXs) {
     if (p.fixed_x)
       return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
-          p, gemv_x16_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
+          p, gemv_x16_smem_bytes<T>(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
   }
   return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
       p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
@@ -776,6 +818,31 @@ Status launch_typed(const Linear2bitParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream) {
+  if (t.q == nullptr || t.y == nullptr || t.packed == nullptr) return Status::kInvalidArgument;
+  if (t.M < 1 || t.M > kTernaryInt8GemvMaxM || t.N < 1 || t.K < 64 || t.K % 64 || int64_t(t.M) * t.K > 32768)
+    return Status::kInvalidArgument;
+  if (t.q_row_stride < t.K || t.q_row_stride % 16 || t.y_row_stride < t.N) return Status::kInvalidArgument;
+  if (reinterpret_cast<uintptr_t>(t.q) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
+  if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
+  Linear2bitParams p;  // the kernel's parameters: no scales, one "group" a row
+  p.x = t.q;
+  p.x_row_stride = t.q_row_stride;
+  p.y = t.y;
+  p.y_row_stride = t.y_row_stride;
+  p.packed = t.packed;
+  p.M = t.M;
+  p.N = t.N;
+  p.K = t.K;
+  p.group_size = t.K;
+  const int tiles = t.N >= 8192 ? 2 : 1;
+  if (tiles == 2)
+    return launch_gemv<gemv_2bit_x16_kernel<int8_t, false, 0, 2>>(p, gemv_x16_smem_bytes<int8_t>(t.M, t.K, 0, false, 2),
+                                                                   2, true, stream);
+  return launch_gemv<gemv_2bit_x16_kernel<int8_t, false, 0, 1>>(p, gemv_x16_smem_bytes<int8_t>(t.M, t.K, 0, false, 1),
+                                                                 1, true, stream);
+}
 
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
   if (p.x == nullptr || p.y == nullptr || p.packed == nullptr || p.scales == nullptr)

@@ -51,6 +51,13 @@ CASES = {
             torch.empty(2, 16, device="cuda").half(), 160)
         """,
         "'packed' must be a contiguous uint8 (N, 16·ceil(K/80)) = (N, 32) tensor; got (16, 16)"),
+    "ternary int8 M=9": (
+        """
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(9, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(9, 64, dtype=torch.int32, device="cuda"))
+        """,
+        "_ternary_int8_gemv_cuda: q of shape (9, 128): the decode kernel takes M = 1..8 rows"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")

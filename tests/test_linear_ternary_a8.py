@@ -27,6 +27,8 @@ def _case(M, N, K, device="cpu", seed=0):
 @pytest.mark.parametrize("M,N,K", SHAPES)
 def test_int8_matmul_is_exact(name, device, M, N, K):
     q, trits, packed = _case(M, N, K, device, seed=M + N + K)
+    if backend.why_not("matmul_ternary_int8", name, q, packed):
+        pytest.skip(backend.why_not("matmul_ternary_int8", name, q, packed))
     out = torch.full((M, N), -7, dtype=torch.int32, device=device)  # poison
     backend.implementation("matmul_ternary_int8", name)(q, packed, out=out)
     expect = q.cpu().to(torch.int64) @ trits.T
@@ -216,3 +218,26 @@ def test_layer_on_triton_matches_reference(name, device, tin, tout, bits):
         assert torch.equal(y.cpu(), r)
     else:  # the transforms sum in another order: a value at a rounding half may flip by one step
         assert rel_err(y.cpu(), r) < 5e-3
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 32768), (3, 300, 1024), (8, 4099, 4096), (5, 33, 64),
+                                   (2, 16384, 2048)])
+def test_cuda_int8_gemv_extremes(M, N, K):
+    """The CUDA decode kernel (M <= 8): q at ±127, random packed words (code 3 counts as
+    +2, as the reference says), a strided q, exact against the integer reference."""
+    if "cuda" not in backend.available("matmul_ternary_int8"):
+        pytest.skip("the CUDA extension is not built")
+    g = torch.Generator().manual_seed(M * N + K)
+    q = torch.randint(-127, 128, (M, K), generator=g).to(torch.int8)
+    q[0, : K // 2] = 127
+    q[-1, K // 2:] = -127
+    packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), generator=g, dtype=torch.int32)
+    want = ref.matmul_ternary_int8(q, packed)
+    wide = torch.zeros(M, K + 64, dtype=torch.int8)
+    wide[:, :K] = q
+    for qq in (q.cuda(), wide.cuda()[:, :K]):
+        assert backend.why_not("matmul_ternary_int8", "cuda", qq, packed) is None
+        out = torch.full((M, N), -7, dtype=torch.int32, device="cuda")
+        backend.implementation("matmul_ternary_int8", "cuda")(qq, packed.cuda(), out=out)
+        assert torch.equal(out.cpu(), want)

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from .. import _ext
 from .. import triton as _triton
 from .._checks import check_tensor
 from ..formats.ternary import check_ternary_weight
@@ -75,6 +76,31 @@ if _triton.AVAILABLE:
         return _tl.matmul_ternary_int8(q, packed, out)
 
     backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
+
+# Decode (CUDA): the 2-bit GEMV's integer kernel with q as its int8 B operand
+# (csrc/linear_2bit.cu, ternary_int8_gemv_launch): M <= 8 rows staged in shared memory.
+TERNARY_INT8_GEMV_MAX_M = 8
+if _ext.AVAILABLE:
+
+    def _cuda_matmul(q, packed, out=None):
+        if q.data_ptr() % 16 or (q.shape[0] > 1 and q.stride(0) % 16):
+            q = q.clone(memory_format=torch.contiguous_format)
+        if out is None or out.stride(-1) != 1:
+            out = torch.empty(q.shape[0], packed.shape[0], dtype=torch.int32, device=q.device)
+        torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, out)
+        return out
+
+    def _cuda_supports(q, packed):
+        M, K = q.shape
+        if not q.is_cuda:
+            return "the CUDA int8 decode kernel takes CUDA tensors"
+        if M > TERNARY_INT8_GEMV_MAX_M:
+            return f"the CUDA int8 decode kernel takes at most {TERNARY_INT8_GEMV_MAX_M} rows, got {M}"
+        if K % 64 or M * K > 32768:
+            return f"the CUDA int8 decode kernel needs K % 64 == 0 and M·K <= 32768 (q in shared memory); got M={M}, K={K}"
+        return None
+
+    backend.register("matmul_ternary_int8", "cuda", _cuda_matmul, _cuda_supports)
 
 
 def _triton_steps(x2) -> bool:

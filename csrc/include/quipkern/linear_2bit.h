@@ -44,4 +44,20 @@ constexpr int kGemv2bitMaxM = 16;
 // Decode: M in [1, 16].
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream);
 
+// W1.58A8 decode (docs/FORMATS.md, "Ternary weights", 2-bit packing): exact int32
+//   y[b, n] = sum_k q[b, k] · (c[n, k] − 1)        (a code 3 counts as +2)
+// for int8 activations q (M, K), M·K <= 32768 bytes (they are staged in shared memory).
+struct TernaryInt8Params {
+  const int8_t* q = nullptr;        // (M, K), rows q_row_stride bytes apart (a multiple of 16), 16-byte aligned
+  int64_t q_row_stride = 0;
+  int32_t* y = nullptr;             // (M, N), rows y_row_stride elements apart
+  int64_t y_row_stride = 0;
+  const int32_t* packed = nullptr;  // (N, K/16), 16-byte aligned
+  int M = 0, N = 0, K = 0;
+};
+
+constexpr int kTernaryInt8GemvMaxM = 8;
+
+Status ternary_int8_gemv_launch(const TernaryInt8Params& p, cudaStream_t stream);
+
 }  // namespace quipkern
