@@ -705,7 +705,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
+      for (int e = 0; e < 4; ++e)
+        acc[tile][e] = kInt8 ? float(chi[tile][e]) : fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
   }
   pdl_launch_dependents();
   cp_async_wait<0>();
