@@ -196,7 +196,7 @@ def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
         torch.testing.assert_close(out.cpu().double(), want.to(dtype).double(), rtol=2.0**-7, atol=0)
 
 
-@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("matmul_ternary_int8") if b[0] == "triton"])
 @pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
 @pytest.mark.parametrize("bits", [8, 4])
 def test_layer_on_triton_matches_reference(name, device, tin, tout, bits):
@@ -241,3 +241,19 @@ def test_cuda_int8_gemv_extremes(M, N, K):
         out = torch.full((M, N), -7, dtype=torch.int32, device="cuda")
         backend.implementation("matmul_ternary_int8", "cuda")(qq, packed.cuda(), out=out)
         assert torch.equal(out.cpu(), want)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("M", [1, 5, 8, 9])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_layer_default_dispatch_is_the_reference(M, bits):
+    """On a GPU without a forced backend (Triton quantization and epilogue, the CUDA int8
+    GEMV at M <= 8, Triton's kernel above): the reference's bits."""
+    N, K = 96, 384
+    torch.manual_seed(M)
+    packed = pack_ternary_2bit(torch.randint(-1, 2, (N, K)))
+    scale = torch.rand(N) * 0.02 + 0.01
+    x = torch.randn(M, K).to(torch.bfloat16)
+    r = ref.linear_ternary_a8(x, packed, scale, None, act_bits=bits)
+    y = quipkern.linear_ternary_a8(x.cuda(), packed.cuda(), scale.cuda(), None, act_bits=bits)
+    assert torch.equal(y.cpu(), r)
