@@ -1,13 +1,19 @@
 // quipkern: 2-bit decode GEMV on tensor cores (docs/FORMATS.md, "2-bit weights").
 //
+// Two kernels share the work split, the pipeline and the rings described here:
+//   gemv_2bit_kernel      fp16/bf16 mma on x as it is (M <= 16; below);
+//   gemv_2bit_x16_kernel  int8 mma on x in 16-bit fixed point, where x fits in shared
+//                         memory (M <= 8, M·K·2 <= 32 KB; Linear2bitParams::fixed_x), and
+//                         with int8 x the W1.58A8 decode GEMV (its header, further down).
+//
 // Weights are the A operand of mma.m16n8k16 (16 output rows × 16 k), the M <= 16 rows of
 // x the B operand (one or two n8 tiles), so even M = 1 runs on tensor cores and the
 // CUDA cores only unpack codes.
 //
 // Work split.  A block owns 16·kTiles output rows and all of K; its 8 warps take chunks
 // of 4 "units" of K (a unit = 64 columns = 4 words per row) round-robin and reduce
-// through shared memory at the end.  With kTiles = 2 (M <= 8 and N >= 8192) a warp
-// multiplies two m16 row tiles with the same x fragments and one correction mma.
+// through shared memory at the end.  With kTiles = 2 (N >= 8192) a warp multiplies two
+// m16 row tiles with the same x fragments and one correction mma.
 //
 // Pipeline.  Each warp has its own ring of kStages chunk buffers in shared memory,
 // filled by 16-byte cp.async copies (whole 32-byte sectors, kStages - 1 chunks in flight

@@ -6,9 +6,11 @@ the trits of packed int32 (N, K/16), transposed; exact integers on every backend
 torch.ops.quipkern.linear_ternary_a8(x, packed, scale, bias, q_in, signs_in, q_out,
 signs_out, transform_in, transform_out, in_features, out_features, act_bits): the layer of
 quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Hadamard
-smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization in
-torch, the integer matmul above and a float epilogue (row scale · weight scale, output
-transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
+smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization (one
+Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CUDA: the
+int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or cuBLAS's int8 GEMM
+on expanded trits from INT8_GEMM_MIN_M rows) and a float epilogue (row scale · weight
+scale, output transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
 multiplied by the same exact integer kernel; BitNet v2 / a4.8's A4 after the Hadamard
 transform).  Arguments as in ops/linear_ternary.py; inference only (no autograd: the
 rounding has no useful gradient).
