@@ -476,12 +476,14 @@ template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
   return 2 * K + 16;
 }
 __host__ __device__ constexpr int x16_sums(int K, int kGroup) { return kGroup == 0 ? 1 : K / kGroup; }
+constexpr int kXRows = 8;  // batch rows the kernel takes (one n8 tile: the launch gives it M <= 8 only)
+static_assert(kTernaryInt8GemvMaxM <= kXRows, "the int8 GEMV is this kernel");
 constexpr int kBadRow = 1 << 20;  // e_b of a row with a NaN or an infinity: its outputs are NaN
 
 template <typename T>
 size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles) {
   return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes<T>(K) +
-         4 * (8 * x16_sums(K, kGroup) + kWarps * 8 + 8);  // ΣX [8][groups], warp maxima [kWarps][8], e [8]
+         4 * (kXRows * x16_sums(K, kGroup) + kWarps * kXRows + kXRows);  // ΣX [kXRows][groups], warp maxima [kWarps][kXRows], e [kXRows]
 }
 
 template <typename T> struct Pair;
@@ -510,6 +512,47 @@ __device__ __forceinline__ uint32_t absmax_bits(const uint4& v) {
   return __float_as_uint(fmaxf(f.x, f.y));
 }
 
+// One slice of x (16 elements of T at slot) in place as its hi and lo planes (layout
+// above); returns ΣX of the slice.  f = bits of (x·2^e + 1.5·2^23): the float unit rounds
+// x·2^e to an integer (half to even) in the low mantissa bits, X's low byte in byte 0 and
+// its high byte in byte 1.
+template <typename T>
+__device__ __forceinline__ int fixed_point_slice(uint4* slot, float scale) {
+  const uint4 v0 = slot[0], v1 = slot[1];
+  const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+  uint32_t f[16];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float2 xf = Pair<T>::to_float2(w[i]);
+    f[2 * i] = __float_as_uint(fmaf(xf.x, scale, 12582912.f));
+    f[2 * i + 1] = __float_as_uint(fmaf(xf.y, scale, 12582912.f));
+  }
+  uint32_t hi[4], lo[4], acc = 0;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const uint32_t a = __byte_perm(f[r], f[r + 4], 0x5140), c = __byte_perm(f[r + 8], f[r + 12], 0x5140);
+    lo[r] = __byte_perm(a, c, 0x5410);
+    hi[r] = __byte_perm(a, c, 0x7632);
+  }
+#pragma unroll
+  for (int i = 0; i < 16; ++i) acc += f[i];
+  slot[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  slot[1] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  return int(acc - 16u * 0x4b400000u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^20
+}
+
+// One slice of int8 q (16 bytes at slot) in place as the hi plane (a 4×4 byte transpose:
+// register r holds columns r, r+4, r+8, r+12); returns Σq of the slice.
+__device__ __forceinline__ int int8_slice_to_plane(uint4* slot) {
+  const uint4 v = *slot;
+  const uint32_t lo01 = __byte_perm(v.x, v.y, 0x5140), lo23 = __byte_perm(v.z, v.w, 0x5140);
+  const uint32_t hi01 = __byte_perm(v.x, v.y, 0x7362), hi23 = __byte_perm(v.z, v.w, 0x7362);
+  *slot = make_uint4(__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632), __byte_perm(hi01, hi23, 0x5410),
+                     __byte_perm(hi01, hi23, 0x7632));
+  return __dp4a(int(v.x), 0x01010101, __dp4a(int(v.y), 0x01010101, __dp4a(int(v.z), 0x01010101,
+                                                                          __dp4a(int(v.w), 0x01010101, 0))));
+}
+
 template <typename T, bool kAsym, int kGroup, int kTiles>
 __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     gemv_2bit_x16_kernel(const Linear2bitParams p) {
@@ -532,9 +575,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   constexpr bool kInt8 = sizeof(T) == 1;  // q int8 in, exact int32 out (see above)
   static_assert(!kInt8 || (!kGrouped && !kAsym), "the int8 mode has no scales");
   const int xrow = xq_row_bytes<T>(p.K);
-  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [8][S]
-  uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + 8 * S);
-  int* ex = reinterpret_cast<int*>(wmax + kWarps * 8);
+  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [kXRows][S]
+  uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXRows * S);
+  int* ex = reinterpret_cast<int*>(wmax + kWarps * kXRows);
 
   if constexpr (kGrouped) copy_scales<kAsym>(ssc, p, row0, kRows, G);
 #pragma unroll
@@ -550,87 +593,46 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     }
     cp_async_commit();
   }
-  for (int i = threadIdx.x; i < 8 * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
+  for (int i = threadIdx.x; i < kXRows * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
   cp_async_wait<0>();
   __syncthreads();
 
-  if constexpr (kInt8) {
-    // q in place as the hi plane (a 4×4 byte transpose of each slice), Σq per row
+  if constexpr (!kInt8) {  // e_b per row from its absmax
     for (int b = 0; b < p.M; ++b) {
-      const int slices = p.K / 16;
-      for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
-        const int q = q0 + lane;
-        int sum = 0;
-        if (q < slices) {
-          uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + 16 * q);
-          const uint4 v = *slot;
-          const uint32_t lo01 = __byte_perm(v.x, v.y, 0x5140), lo23 = __byte_perm(v.z, v.w, 0x5140);
-          const uint32_t hi01 = __byte_perm(v.x, v.y, 0x7362), hi23 = __byte_perm(v.z, v.w, 0x7362);
-          // register r: byte r of each word (columns r, r+4, r+8, r+12)
-          *slot = make_uint4(__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
-                             __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632));
-          sum = __dp4a(int(v.x), 0x01010101, __dp4a(int(v.y), 0x01010101, __dp4a(int(v.z), 0x01010101,
-                                                                                  __dp4a(int(v.w), 0x01010101, 0))));
-        }
-        sum = __reduce_add_sync(0xffffffffu, sum);
-        if (lane == 0) atomicAdd(&sx[b * S], sum);
-      }
+      uint32_t m = 0;
+      for (int off = threadIdx.x; off < p.K / 8; off += blockDim.x)
+        m = max(m, absmax_bits<T>(*reinterpret_cast<const uint4*>(xq + b * xrow + 16 * off)));
+      m = __reduce_max_sync(0xffffffffu, m);
+      if (lane == 0) wmax[warp * kXRows + b] = m;
     }
     __syncthreads();
-  } else {
-  // e_b per row from its absmax
-  for (int b = 0; b < p.M; ++b) {
-    uint32_t m = 0;
-    for (int off = threadIdx.x; off < p.K / 8; off += blockDim.x)
-      m = max(m, absmax_bits<T>(*reinterpret_cast<const uint4*>(xq + b * xrow + 16 * off)));
-    m = __reduce_max_sync(0xffffffffu, m);
-    if (lane == 0) wmax[warp * 8 + b] = m;
-  }
-  __syncthreads();
-  if (threadIdx.x < p.M) {
-    uint32_t m = 0;
+    if (threadIdx.x < p.M) {
+      uint32_t m = 0;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * 8 + threadIdx.x]);
-    // max·2^e in [2^14, 2^15): e = 14 − exponent(max); capped so that 2^e stays a normal
-    // float (only rows below 2^-112 lose bits).  A zero row takes e = 0.
-    ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(14 - (int(m >> 23) - 127), 126);
+      for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * kXRows + threadIdx.x]);
+      // max·2^e in [2^14, 2^15): e = 14 − exponent(max); capped so that 2^e stays a normal
+      // float (only rows below 2^-112 lose bits).  A zero row takes e = 0.
+      ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(14 - (int(m >> 23) - 127), 126);
+    }
+    __syncthreads();
   }
-  __syncthreads();
 
-  // X in place of x: slice q of row b (16 elements) by lane q % 32 of warp (q / 32) % kWarps,
-  // and ΣX of each group (per-row mode: of the row) by the lanes that hold its slices.
+  // x's planes in place of x: slice q of row b (16 elements) by lane q % 32 of warp
+  // (q / 32) % kWarps, and ΣX of each group (per-row mode: of the row) by the lanes that
+  // hold its slices.
   for (int b = 0; b < p.M; ++b) {
-    const int e = ex[b];
-    const float scale = e == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + e) << 23);
+    float scale = 0.f;
+    if constexpr (!kInt8) scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
     const int slices = p.K / 16;
     for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
       const int q = q0 + lane;
       int sum = 0;
       if (q < slices) {
-        uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + 32 * q);
-        const uint4 v0 = slot[0], v1 = slot[1];
-        const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-        // f = bits of (x·2^e + 1.5·2^23): the float unit rounds x·2^e to an integer (half to
-        // even) in the low mantissa bits, X's low byte in byte 0 and its high byte in byte 1
-        uint32_t f[16];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float2 xf = Pair<T>::to_float2(w[i]);
-          f[2 * i] = __float_as_uint(fmaf(xf.x, scale, 12582912.f));
-          f[2 * i + 1] = __float_as_uint(fmaf(xf.y, scale, 12582912.f));
-        }
-        uint32_t hi[4], lo[4], acc = 0;
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const uint32_t a = __byte_perm(f[r], f[r + 4], 0x5140), c = __byte_perm(f[r + 8], f[r + 12], 0x5140);
-          lo[r] = __byte_perm(a, c, 0x5410);
-          hi[r] = __byte_perm(a, c, 0x7632);
-        }
-#pragma unroll
-        for (int i = 0; i < 16; ++i) acc += f[i];
-        sum = int(acc - 16u * 0x4b400000u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^20
-        slot[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-        slot[1] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+        uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + (kInt8 ? 16 : 32) * q);
+        if constexpr (kInt8)
+          sum = int8_slice_to_plane(slot);
+        else
+          sum = fixed_point_slice<T>(slot, scale);
       }
       if constexpr (kGrouped) {  // a group's kGroup / 16 slices sit in consecutive lanes (K/16 is a multiple of them)
 #pragma unroll
@@ -643,7 +645,6 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     }
   }
   __syncthreads();
-  }  // !kInt8
 
   const bool xok = g < p.M;
   constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
@@ -775,15 +776,20 @@ Status launch_gemv(const Linear2bitParams& p, size_t smem, int tiles, bool xs, c
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
+// T = int8_t: the W1.58A8 GEMV (fixed-point kernel only, x in shared memory).
 template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
 Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
+  constexpr bool kInt8 = sizeof(T) == 1;
+  static_assert(!kInt8 || (kXs && NT == 1), "int8 x is always staged in shared memory");
   if constexpr (kXs) {
-    if (p.fixed_x)
+    if (kInt8 || p.fixed_x)
       return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
           p, gemv_x16_smem_bytes<T>(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
   }
-  return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
-      p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
+  if constexpr (!kInt8)
+    return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
+        p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
+  return Status::kUnsupported;  // not reached
 }
 
 // Two row tiles a warp halve the x work per weight but also the number of blocks: only
@@ -843,12 +849,7 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   p.N = t.N;
   p.K = t.K;
   p.group_size = t.K;
-  const int tiles = t.N >= 8192 ? 2 : 1;
-  if (tiles == 2)
-    return launch_gemv<gemv_2bit_x16_kernel<int8_t, false, 0, 2>>(p, gemv_x16_smem_bytes<int8_t>(t.M, t.K, 0, false, 2),
-                                                                   2, true, stream);
-  return launch_gemv<gemv_2bit_x16_kernel<int8_t, false, 0, 1>>(p, gemv_x16_smem_bytes<int8_t>(t.M, t.K, 0, false, 1),
-                                                                 1, true, stream);
+  return launch_tiles<int8_t, 1, false, 0, true>(p, stream);
 }
 
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
