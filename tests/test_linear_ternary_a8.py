@@ -27,8 +27,9 @@ def _case(M, N, K, device="cpu", seed=0):
 @pytest.mark.parametrize("M,N,K", SHAPES)
 def test_int8_matmul_is_exact(name, device, M, N, K):
     q, trits, packed = _case(M, N, K, device, seed=M + N + K)
-    if backend.why_not("matmul_ternary_int8", name, q, packed):
-        pytest.skip(backend.why_not("matmul_ternary_int8", name, q, packed))
+    why = backend.why_not("matmul_ternary_int8", name, q, packed)
+    if why:
+        pytest.skip(why)
     out = torch.full((M, N), -7, dtype=torch.int32, device=device)  # poison
     backend.implementation("matmul_ternary_int8", name)(q, packed, out=out)
     expect = q.cpu().to(torch.int64) @ trits.T
@@ -152,6 +153,11 @@ def test_ternary_linear_with_integer_activations(bits, tmp_path):
     assert fresh[0].act_bits == bits and torch.equal(fresh(x), model(x))
 
 
+# The Triton kernels of the layer's steps, tested on their own (the cuda backend of
+# matmul_ternary_int8 has none of them).
+TRITON = [b for b in kernel_backends("matmul_ternary_int8") if b[0] == "triton"]
+
+
 def _rows_with_ties(M, K, dtype, bits, device):
     """Random rows, an all-zero row, and a row whose absmax makes s = 1 so that x / s
     hits exact halves (round half to even decides them)."""
@@ -163,7 +169,7 @@ def _rows_with_ties(M, K, dtype, bits, device):
     return x.to(dtype).to(device)
 
 
-@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("name,device", TRITON)
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,K", [(3, 8), (5, 300), (4, 1000)] + ([(33, 11008), (3, 70000)] if HAS_CUDA else []))
@@ -177,7 +183,7 @@ def test_triton_quantize_rows_is_the_reference(name, device, bits, dtype, M, K):
     assert q[2, 1:7].tolist() == [2, 2, 0, -2, -2, 4]  # 1.5, 2.5, -0.5, -1.5, -2.5, 3.5: halves to even
 
 
-@pytest.mark.parametrize("name,device", kernel_backends("matmul_ternary_int8"))
+@pytest.mark.parametrize("name,device", TRITON)
 @pytest.mark.parametrize("per_row", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
@@ -196,7 +202,7 @@ def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
         torch.testing.assert_close(out.cpu().double(), want.to(dtype).double(), rtol=2.0**-7, atol=0)
 
 
-@pytest.mark.parametrize("name,device", [b for b in kernel_backends("matmul_ternary_int8") if b[0] == "triton"])
+@pytest.mark.parametrize("name,device", TRITON)
 @pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
 @pytest.mark.parametrize("bits", [8, 4])
 def test_layer_on_triton_matches_reference(name, device, tin, tout, bits):
