@@ -46,6 +46,8 @@
 // rows 8-15) gives sum(M·x) and sum(x) of the same k-slots, and a group's value is
 // s · (sum((M + c)·x) − sum(M·x) − z · sum(x)), z = 1.5 on the symmetric grid.
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -687,23 +689,34 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       }
       if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group is complete
         const int grp = u / kPerGroup;
-        const float sxc[2] = {float(sx[(2 * t) * S + grp]), float(sx[(2 * t + 1) * S + grp])};
         float sc[kH], zc[kH];
 #pragma unroll
         for (int h = 0; h < kH; ++h) {
           sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
           zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 1.5f;
         }
+        // At M = 1 only the even accumulators (column 2t: column 0 for lanes t = 0) can
+        // hold a sum; the odd ones stay 0 (x's columns >= M are zeros), so the
+        // warp-uniform M = 1 branch closes half of them.
+        auto close = [&](auto one_row) {
+          constexpr bool kOne = decltype(one_row)::value;
+          const float sxc[2] = {float(sx[(2 * t) * S + grp]), kOne ? 0.f : float(sx[(2 * t + 1) * S + grp])};
 #pragma unroll
-        for (int tile = 0; tile < kTiles; ++tile)
+          for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = 2 * tile + (e >> 1);
-            const int ci = chi[tile][e] * 256 + clo[tile][e];  // |ci| < 3·2^15·128 < 2^24: exact as a float too
-            acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
-            chi[tile][e] = 0;
-            clo[tile][e] = 0;
-          }
+            for (int e = 0; e < 4; ++e) {
+              if (kOne && (e & 1)) continue;
+              const int h = 2 * tile + (e >> 1);
+              const int ci = chi[tile][e] * 256 + clo[tile][e];  // |ci| < 3·2^15·128 < 2^24: exact as a float too
+              acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
+              chi[tile][e] = 0;
+              clo[tile][e] = 0;
+            }
+        };
+        if (p.M == 1)
+          close(std::true_type{});
+        else
+          close(std::false_type{});
       }
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
