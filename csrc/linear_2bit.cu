@@ -2,7 +2,7 @@
 //
 // Two kernels share the work split, the pipeline and the rings described here:
 //   gemv_2bit_kernel      fp16/bf16 mma on x as it is (M <= 16; below);
-//   gemv_2bit_x16_kernel  int8 mma on x in 16-bit fixed point, where x fits in shared
+//   gemv_2bit_x16_kernel  int8 mma on x in 15-bit fixed point, where x fits in shared
 //                         memory (M <= 8, M·K·2 <= 32 KB; Linear2bitParams::fixed_x), and
 //                         with int8 x the W1.58A8 decode GEMV (its header, further down).
 //
@@ -446,17 +446,24 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // ---------------------------------------------------------------------------------------
 // The fixed-point-x GEMV (M <= 8 and x staged in shared memory; Linear2bitParams::fixed_x).
 //
-// Each block turns x into 16-bit fixed point per row, X = rint(x · 2^e_b) with
-// 2^14 <= max|X| < 2^15 (e_b from the row's absmax, so the scaling is exact and elements
-// within 2^7 (bf16) / 2^10 (fp16) of the row's largest are exact; the rest round at 2^-16
-// of the row max), and stores it as a signed high byte and an unsigned low byte,
-// X = 256·hi + lo.  The codes c (0..3) are then the A operand of mma.m16n8k32 as they are,
-// no bias and no float: (w >> 2s) & 0x03030303 puts codes s, s+4, s+8, s+12 of a word in
-// the four bytes of a register (one shift and one and per 4 codes, against one lop3 per
-// 2 codes in the float kernel), and two mmas per 32 k (A·hi as u8·s8, A·lo as u8·u8) give
-// exact int32 sums.  A group's value is
+// Each block turns x into 15-bit fixed point per row, X = rint(x · 2^e_b) with
+// 2^13 <= max|X| < 2^14 (e_b from the row's absmax, so the scaling is exact and elements
+// within 2^6 (bf16) / 2^9 (fp16) of the row's largest are exact; the rest round at 2^-15
+// of the row max), and stores it as two signed bytes, X = 256·hi + lo with lo in
+// [-128, 128) and |hi| <= 64.  The codes c (0..3) are then the A operand of mma.m16n8k32
+// as they are, no bias and no float: (w >> 2s) & 0x03030303 puts codes s, s+4, s+8, s+12
+// of a word in the four bytes of a register (one shift and one and per 4 codes, against
+// one lop3 per 2 codes in the float kernel), and u8·s8 mmas give exact int32 sums Σc·hi
+// and Σc·lo.  A group's value is
 //     s · (256·Σc·hi + Σc·lo − z·ΣX) · 2^-e_b
 // with ΣX (the group's sum of X, per batch row) from the prologue: no correction mma.
+//
+// B's columns.  M <= 4 ("paired"): column 2b is row b's hi plane and column 2b + 1 its
+// lo plane, so one mma per 32 k gives both sums, in the same lane: C (row, 2t) = Σc·hi
+// and (row, 2t + 1) = Σc·lo of batch row t.  M = 5..8 ("split"): column b is row b, one
+// mma per plane into two accumulator sets.  Both planes being signed is what lets them
+// share an mma (its B type is one per instruction); it costs x one bit against an
+// unsigned low byte.
 //
 // x in shared memory, per batch row b (rows xq_row_bytes(K) apart, 16 bytes of pad so
 // that the two rows of an 8-lane phase hit different banks), 32 bytes per slice of 16
@@ -464,13 +471,14 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 //   bytes  0..15  hi: register s (s = 0..3) holds columns 16q + {s, s+4, s+8, s+12}
 //   bytes 16..31  lo: the same order
 // which is the order of the A registers, so lane (g, t) loads its B fragments of unit u
-// (slice 4u + t: the word t it multiplies) with two 16-byte loads and no shuffling.
+// (slice 4u + t: the word t it multiplies) with 16-byte loads and no shuffling (paired:
+// the one plane of its column; split: both).
 // k-slots of one mma (pair pp = 0, 1 of a unit): a0 = register 2pp of row g's word,
 // a2 = register 2pp + 1, a1 / a3 the same of row g + 8; b0 / b1 = registers 2pp, 2pp + 1
 // of x's slice.
 //
 // The same kernel with T = int8_t is the W1.58A8 decode GEMV (ternary_int8_gemv_launch):
-// x is already int8 (q), staged as the hi plane alone (16 bytes a slice, rows
+// x is already int8 (q), staged as the hi plane alone (split columns) (16 bytes a slice, rows
 // xq_row_bytes apart with a pad that puts row g + 1 64 bytes of banks after row g), one mma
 // per 32 k, and the output is the exact int32 Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1).
 template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
@@ -515,9 +523,10 @@ __device__ __forceinline__ uint32_t absmax_bits(const uint4& v) {
 }
 
 // One slice of x (16 elements of T at slot) in place as its hi and lo planes (layout
-// above); returns ΣX of the slice.  f = bits of (x·2^e + 1.5·2^23): the float unit rounds
-// x·2^e to an integer (half to even) in the low mantissa bits, X's low byte in byte 0 and
-// its high byte in byte 1.
+// above); returns ΣX of the slice.  f = bits of (x·2^e + 1.5·2^23 + 128): the float unit
+// rounds x·2^e to an integer (half to even: the offset is an even integer) in the low
+// mantissa bits, which hold X + 128 + 2^22; byte 1 is then floor((X + 128) / 256) = hi
+// and byte 0 is lo + 128.
 template <typename T>
 __device__ __forceinline__ int fixed_point_slice(uint4* slot, float scale) {
   const uint4 v0 = slot[0], v1 = slot[1];
@@ -526,21 +535,21 @@ __device__ __forceinline__ int fixed_point_slice(uint4* slot, float scale) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const float2 xf = Pair<T>::to_float2(w[i]);
-    f[2 * i] = __float_as_uint(fmaf(xf.x, scale, 12582912.f));
-    f[2 * i + 1] = __float_as_uint(fmaf(xf.y, scale, 12582912.f));
+    f[2 * i] = __float_as_uint(fmaf(xf.x, scale, 12583040.f));
+    f[2 * i + 1] = __float_as_uint(fmaf(xf.y, scale, 12583040.f));
   }
   uint32_t hi[4], lo[4], acc = 0;
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const uint32_t a = __byte_perm(f[r], f[r + 4], 0x5140), c = __byte_perm(f[r + 8], f[r + 12], 0x5140);
-    lo[r] = __byte_perm(a, c, 0x5410);
+    lo[r] = __byte_perm(a, c, 0x5410) ^ 0x80808080u;
     hi[r] = __byte_perm(a, c, 0x7632);
   }
 #pragma unroll
   for (int i = 0; i < 16; ++i) acc += f[i];
   slot[0] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
   slot[1] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-  return int(acc - 16u * 0x4b400000u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^20
+  return int(acc - 16u * 0x4b400080u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^18
 }
 
 // One slice of int8 q (16 bytes at slot) in place as the hi plane (a 4×4 byte transpose:
@@ -581,23 +590,42 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXRows * S);
   int* ex = reinterpret_cast<int*>(wmax + kWarps * kXRows);
 
-  if constexpr (kGrouped) copy_scales<kAsym>(ssc, p, row0, kRows, G);
+  // The scales are a commit group of their own, ahead of the chunks, so that the block
+  // can wait for them without waiting for its first chunks: x is prepared (plain loads,
+  // it is in L2) while those are on their way.
+  if constexpr (kGrouped) {
+    copy_scales<kAsym>(ssc, p, row0, kRows, G);
+    cp_async_commit();
+  }
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   pdl_wait();  // weights only up to here (launch.cuh)
-  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q, int8: 16q), a commit group of its own
-    const uint32_t dst = uint32_t(__cvta_generic_to_shared(xq));
-    constexpr int kPer = 16 / sizeof(T);  // elements a 16-byte piece
-    const int per_row = p.K / kPer;
-    for (int piece = threadIdx.x; piece < p.M * per_row; piece += blockDim.x) {
-      const int b = piece / per_row, off = piece - b * per_row;
-      cp_async16(dst + b * xrow + 16 * off, static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + kPer * off, 16);
+  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q, int8: 16q)
+    constexpr int kPer = 16 / sizeof(T);                        // elements a 16-byte piece
+    constexpr int kMaxPieces = kXSmemMaxBytes / 16 / (kWarps * 32);  // a thread's: the launch keeps x <= 32 KB
+    const int per_row = p.K / kPer, total = p.M * per_row;
+    constexpr int kBatch = 4;  // loads in flight a thread, then their stores
+    static_assert(kMaxPieces % kBatch == 0, "x pieces come in batches");
+#pragma unroll
+    for (int k0 = 0; k0 < kMaxPieces; k0 += kBatch) {
+      if (threadIdx.x + k0 * kWarps * 32 >= total) break;
+      uint4 v[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int piece = threadIdx.x + (k0 + k) * kWarps * 32, b = piece / per_row;
+        if (piece < total)
+          v[k] = load_cg16(static_cast<const T*>(p.x) + int64_t(b) * p.x_row_stride + kPer * (piece - b * per_row));
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int piece = threadIdx.x + (k0 + k) * kWarps * 32, b = piece / per_row;
+        if (piece < total) *reinterpret_cast<uint4*>(xq + b * xrow + 16 * (piece - b * per_row)) = v[k];
+      }
     }
-    cp_async_commit();
   }
   for (int i = threadIdx.x; i < kXRows * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
-  cp_async_wait<0>();
-  __syncthreads();
+  if constexpr (kGrouped) cp_async_wait<kStages - 1>();  // the scales' group (this thread's pieces) ...
+  __syncthreads();                                       // ... and every thread's; x staged
 
   if constexpr (!kInt8) {  // e_b per row from its absmax
     for (int b = 0; b < p.M; ++b) {
@@ -612,9 +640,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       uint32_t m = 0;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * kXRows + threadIdx.x]);
-      // max·2^e in [2^14, 2^15): e = 14 − exponent(max); capped so that 2^e stays a normal
-      // float (only rows below 2^-112 lose bits).  A zero row takes e = 0.
-      ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(14 - (int(m >> 23) - 127), 126);
+      // max·2^e in [2^13, 2^14): e = 13 − exponent(max); capped so that 2^e stays a normal
+      // float (only rows below 2^-113 lose bits).  A zero row takes e = 0.
+      ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(13 - (int(m >> 23) - 127), 126);
     }
     __syncthreads();
   }
@@ -648,85 +676,107 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   }
   __syncthreads();
 
-  const bool xok = g < p.M;
+  // The main loop, for paired or split columns (see the header).  A chunk always runs all
+  // kUnits units, without a branch between them: units past K have zero codes (the ring
+  // zero-fills them) and read x of the last unit, and only their group closes are skipped.
+  const bool paired = !kInt8 && p.M <= kXRows / 2;
   constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
-  const char* xl = xq + (xok ? g : 0) * xrow + kSlice * t;  // lane's slice of unit u: + 4·kSlice·u
   float acc[kTiles][4] = {};
-  int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // Σc·hi, Σc·lo of the open group
-  const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
-  for (int i = 0; i < nc; ++i) {
-    copies.issue(i + kStages - 1);
-    cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
-    __syncwarp();                  // ... and every lane's
-    const int c = warp + i * kWarps, left = units - c * kUnits;
-    const uint32_t* stage = Ring<kTiles>::stage(ring, i);
+  auto main_loop = [&](auto paired_c) {
+    constexpr bool kPaired = decltype(paired_c)::value;
+    constexpr bool kSplitLo = !kInt8 && !kPaired;  // a second plane, a second mma
+    const int xb = kPaired ? g >> 1 : g;            // lane's batch row in B (its column g)
+    const bool xok = xb < p.M;
+    const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
+    int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // open group: Σc·hi (paired: and Σc·lo), split: Σc·lo
+    const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
+    for (int i = 0; i < nc; ++i) {
+      copies.issue(i + kStages - 1);
+      cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
+      __syncwarp();                  // ... and every lane's
+      const int c = warp + i * kWarps, left = units - c * kUnits;
+      const uint32_t* stage = Ring<kTiles>::stage(ring, i);
 #pragma unroll
-    for (int j = 0; j < kUnits; ++j) {
-      if (j >= left) break;  // the same for the whole warp
-      const int u = c * kUnits + j;
-      uint4 bh = make_uint4(0, 0, 0, 0), bl = bh;
-      if (xok) {
-        const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * u);
-        bh = src[0];
-        if constexpr (!kInt8) bl = src[1];
-      }
-      const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
-#pragma unroll
-      for (int tile = 0; tile < kTiles; ++tile) {
-        uint32_t wa[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t w = stage[(lw ^ (4 * j)) + 8 * (2 * tile + h) * kRowWords];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) wa[h][r] = (w >> (2 * r)) & 0x03030303u;
+      for (int j = 0; j < kUnits; ++j) {
+        const int u = c * kUnits + j;
+        uint4 bh = make_uint4(0, 0, 0, 0), bl = bh;
+        if (xok) {
+          const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * min(u, units - 1));
+          bh = src[0];
+          if constexpr (kSplitLo) bl = src[1];
         }
+        const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
 #pragma unroll
-        for (int pp = 0; pp < 2; ++pp) {
-          const uint32_t a[4] = {wa[0][2 * pp], wa[1][2 * pp], wa[0][2 * pp + 1], wa[1][2 * pp + 1]};
-          ptx::mma_u8s8(chi[tile], a, xh[2 * pp], xh[2 * pp + 1]);
-          if constexpr (!kInt8) ptx::mma_u8u8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
+        for (int tile = 0; tile < kTiles; ++tile) {
+          uint32_t wa[2][4];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t w = stage[(lw ^ (4 * j)) + 8 * (2 * tile + h) * kRowWords];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) wa[h][r] = (w >> (2 * r)) & 0x03030303u;
+          }
+#pragma unroll
+          for (int pp = 0; pp < 2; ++pp) {
+            const uint32_t a[4] = {wa[0][2 * pp], wa[1][2 * pp], wa[0][2 * pp + 1], wa[1][2 * pp + 1]};
+            ptx::mma_u8s8(chi[tile], a, xh[2 * pp], xh[2 * pp + 1]);
+            if constexpr (kSplitLo) ptx::mma_u8s8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
+          }
+        }
+        if (kGrouped && j % kPerGroup == kPerGroup - 1 && j < left) {  // a group is complete
+          const int grp = u / kPerGroup;
+          float sc[kH], zc[kH];
+#pragma unroll
+          for (int h = 0; h < kH; ++h) {
+            sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
+            zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 1.5f;
+          }
+          // |Σc·X| < 3·2^14·128 < 2^23: exact as a float too
+          if constexpr (kPaired) {  // lane's batch row t: elements 2h' (hi) and 2h' + 1 (lo) of row g + 8h'
+            const float sxc = float(sx[t * S + grp]);
+#pragma unroll
+            for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+              for (int e = 0; e < 4; e += 2) {
+                const int h = 2 * tile + (e >> 1), ci = chi[tile][e] * 256 + chi[tile][e + 1];
+                acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc, float(ci)), acc[tile][e]);
+                chi[tile][e] = chi[tile][e + 1] = 0;
+              }
+          } else {  // element e: batch row 2t + (e & 1)
+            const float sxc[2] = {float(sx[(2 * t) * S + grp]), float(sx[(2 * t + 1) * S + grp])};
+#pragma unroll
+            for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int h = 2 * tile + (e >> 1), ci = chi[tile][e] * 256 + clo[tile][e];
+                acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
+                chi[tile][e] = clo[tile][e] = 0;
+              }
+          }
         }
       }
-      if (kGrouped && j % kPerGroup == kPerGroup - 1) {  // a group is complete
-        const int grp = u / kPerGroup;
-        float sc[kH], zc[kH];
-#pragma unroll
-        for (int h = 0; h < kH; ++h) {
-          sc[h] = half_bits_to_float(ssc[(g + 8 * h) * G + grp]);
-          zc[h] = kAsym ? half_bits_to_float(szr[(g + 8 * h) * G + grp]) : 1.5f;
-        }
-        // At M = 1 only the even accumulators (column 2t: column 0 for lanes t = 0) can
-        // hold a sum; the odd ones stay 0 (x's columns >= M are zeros), so the
-        // warp-uniform M = 1 branch closes half of them.
-        auto close = [&](auto one_row) {
-          constexpr bool kOne = decltype(one_row)::value;
-          const float sxc[2] = {float(sx[(2 * t) * S + grp]), kOne ? 0.f : float(sx[(2 * t + 1) * S + grp])};
-#pragma unroll
-          for (int tile = 0; tile < kTiles; ++tile)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              if (kOne && (e & 1)) continue;
-              const int h = 2 * tile + (e >> 1);
-              const int ci = chi[tile][e] * 256 + clo[tile][e];  // |ci| < 3·2^15·128 < 2^24: exact as a float too
-              acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
-              chi[tile][e] = 0;
-              clo[tile][e] = 0;
-            }
-        };
-        if (p.M == 1)
-          close(std::true_type{});
-        else
-          close(std::false_type{});
-      }
+      __syncwarp();  // every lane is done with this stage before it is refilled
     }
-    __syncwarp();  // every lane is done with this stage before it is refilled
-  }
-  if constexpr (!kGrouped) {  // the row is one group (int sums below 3·2^15·K: K <= 16384 here); z·ΣX comes once, after the warps' sum
+    if constexpr (!kGrouped) {  // the row is one group (int sums below 3·2^14·K: K <= 16384 here); z·ΣX comes once, after the warps' sum
 #pragma unroll
-    for (int tile = 0; tile < kTiles; ++tile)
+      for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        acc[tile][e] = kInt8 ? float(chi[tile][e]) : fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (kInt8)
+            acc[tile][e] = float(chi[tile][e]);
+          else if constexpr (kPaired)
+            acc[tile][e] = e & 1 ? 0.f : fmaf(256.f, float(chi[tile][e]), float(chi[tile][e + 1]));
+          else
+            acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
+        }
+    }
+  };
+  if constexpr (kInt8) {
+    main_loop(std::false_type{});
+  } else {
+    if (paired)
+      main_loop(std::true_type{});
+    else
+      main_loop(std::false_type{});
   }
   pdl_launch_dependents();
   cp_async_wait<0>();
@@ -746,7 +796,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     float v = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += red[w][tile][e][lane];
-    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1);
+    if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
+    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = paired ? t : 2 * t + (e & 1);
     if (row >= p.N || b >= p.M) continue;
     if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
       static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = int(v) - sx[b];

@@ -196,10 +196,11 @@ def test_cuda_gemv_takes_misaligned_group_scales(asym):
 @pytest.mark.parametrize("fixed_x", [True, False])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,N,K,g,asym", [(1, 8200, 8192, 128, False), (1, 77, 16384, 64, True), (3, 300, 1024, "row", False),
-                                          (8, 4099, 2048, "row", True), (5, 8192, 256, 128, True), (2, 33, 64, 64, False)])
+                                          (8, 4099, 2048, "row", True), (5, 8192, 256, 128, True), (2, 33, 64, 64, False),
+                                          (4, 1000, 4096, 128, True), (4, 8200, 1024, "row", False)])
 def test_cuda_gemv_fixed_point_x(fixed_x, dtype, M, N, K, g, asym):
-    """The decode kernel at M <= 8 with x in shared memory, in both modes (16-bit fixed-point x
-    on int8 tensor cores, and x as it is): against float64, rows of very different ranges
+    """The decode kernel at M <= 8 with x in shared memory, in both modes (15-bit fixed-point x
+    on int8 tensor cores: paired planes at M <= 4, split at 5..8; and x as it is): against float64, rows of very different ranges
     (the fixed point is per row), an all-zero row, and a row with a NaN or an infinity, whose
     outputs must be NaN (and only that row's)."""
     from quipkern import _ext

@@ -87,9 +87,9 @@ register_linear_autograd(
 CUDA_GEMV_MAX_M = 16
 DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "17"))
 # Where the CUDA GEMV stages x in shared memory (M <= 8, M·K·2 <= 32 KB) it multiplies on
-# integer tensor cores with x in 16-bit fixed point per row (Linear2bitParams::fixed_x in
-# csrc/include/quipkern/linear_2bit.h: exact for elements within 2^7 of the row's largest,
-# else rounded at 2^-16 of it).  QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma).
+# integer tensor cores with x in 15-bit fixed point per row (Linear2bitParams::fixed_x in
+# csrc/include/quipkern/linear_2bit.h: exact for elements within 2^6 of the row's largest,
+# else rounded at 2^-15 of it).  QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma).
 GEMV_FIXED_X = os.environ.get("QUIPKERN_GEMV_FIXED_X", "1") != "0"
 
 

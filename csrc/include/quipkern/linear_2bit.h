@@ -33,8 +33,8 @@ struct Linear2bitParams {
   // (x staged in shared memory), otherwise a plain launch.
   bool pdl = false;
   // Where x is staged in shared memory (M <= 8, M·K·2 <= 32 KB): multiply on integer tensor
-  // cores, x as 16-bit fixed point per row (x·2^e rounded, 2^14 <= max < 2^15: exact for
-  // elements within 2^7 of the row's largest, else 2^-16 of it; csrc/linear_2bit.cu).
+  // cores, x as 15-bit fixed point per row (x·2^e rounded, 2^13 <= max < 2^14: exact for
+  // elements within 2^6 of the row's largest, else 2^-15 of it; csrc/linear_2bit.cu).
   // false: fp16/bf16 mma on x as it is (the kernel used at M > 8 and for larger x).
   bool fixed_x = true;
 };
