@@ -16,7 +16,7 @@ quantized fused layer has one input and one output transform.  `--no-fuse` keeps
 separate linears per block (the model of the results up to session 7).
 
     python benchmarks/decode.py [--layers 8] [--tokens 128] [--batch 1,8] [--formats bf16,2bit,...]
-                                [--no-compile] [--no-fuse] [--json out.json]
+                                [--no-compile] [--no-fuse] [--json out.json] [--profile STEPS]
 """
 
 from __future__ import annotations
@@ -191,9 +191,12 @@ def linear_weight_bytes(model: Decoder) -> int:
 
 
 @torch.no_grad()
-def greedy(model: Decoder, batch: int, tokens: int, use_graph: bool = True, compile: bool = False):
-    """Greedy decode of `tokens` tokens from token 1 at position 0; returns
-    (generated (batch, tokens) long, seconds for the whole decode)."""
+def capture_step(model: Decoder, batch: int, tokens: int, compile: bool = False, graph: bool = True):
+    """One decode step (embed -> blocks -> head -> argmax -> next token, writing token i
+    of `out`) captured in a CUDA graph after a warm-up (compile, autotune) on a side
+    stream.  Returns (replay, reset, out): reset() puts the token, position and caches
+    back to the start, so that `tokens` replays decode from token 1 at position 0.
+    graph=False (or a CPU model): replay is the (compiled) step itself."""
     device = model.head.weight.device
     tok = torch.ones(batch, 1, dtype=torch.long, device=device)
     pos = torch.zeros(1, dtype=torch.long, device=device)
@@ -208,44 +211,86 @@ def greedy(model: Decoder, batch: int, tokens: int, use_graph: bool = True, comp
         pos.add_(1)
         step_i.add_(1)
 
+    def reset():
+        tok.fill_(1)
+        pos.zero_()
+        step_i.zero_()
+        for blk in model.blocks:
+            blk.attn.k_cache.zero_()
+            blk.attn.v_cache.zero_()
+
     fn = torch.compile(step, fullgraph=True) if compile else step
-    for blk in model.blocks:  # fresh caches
-        blk.attn.k_cache.zero_()
-        blk.attn.v_cache.zero_()
-    if not use_graph:
-        t0 = time.perf_counter()
-        for _ in range(tokens):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - t0
-    # warm up (compile, autotune) on a side stream, then capture one step
+    reset()
+    if not graph or device.type != "cuda":
+        return fn, reset, out
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(2):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
         fn()
     for _ in range(2):
-        graph.replay()
-    # reset the state the warm-up moved, then time the real decode
-    tok.fill_(1)
-    pos.zero_()
-    step_i.zero_()
-    for blk in model.blocks:
-        blk.attn.k_cache.zero_()
-        blk.attn.v_cache.zero_()
+        g.replay()
+    reset()
+    return g.replay, reset, out
+
+
+@torch.no_grad()
+def greedy(model: Decoder, batch: int, tokens: int, use_graph: bool = True, compile: bool = False):
+    """Greedy decode of `tokens` tokens from token 1 at position 0; returns
+    (generated (batch, tokens) long, seconds for the whole decode)."""
+    device = model.head.weight.device
+    replay, _, out = capture_step(model, batch, tokens, compile, graph=use_graph)
+    if not use_graph or device.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            replay()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(tokens):
-        graph.replay()
+        replay()
     end.record()
     end.synchronize()
     return out, start.elapsed_time(end) * 1e-3
+
+
+def profile_steps(fmt: str, batch: int, cfg: Config, compile: bool, steps: int = 8, rows: int = 30) -> str:
+    """Where a graph-replayed decode step of `fmt` spends its time: torch.profiler over
+    `steps` replays, kernels sorted by device time, and the step's wall time against the
+    sum of its kernels' times (the difference is gaps between kernels in the graph)."""
+    torch.manual_seed(0)
+    model = Decoder(cfg, batch, device="cuda")
+    init_random(model)
+    quantize_blocks(model, fmt)
+    model.eval()
+    replay, reset, _ = capture_step(model, batch, steps + 1, compile)
+    replay()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            replay()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / steps
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in events) / steps  # us
+    n_kernels = sum(e.count for e in events) / steps
+    lines = [f"decode {fmt} batch {batch}, {cfg.n_layers} layers: {n_kernels:.0f} kernels a step, their device time "
+             f"{busy:.1f} us a step; wall {wall * 1e6:.1f} us a step (profiler on)",
+             f"{'us/step':>9} {'calls':>6}  kernel"]
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:rows]:
+        lines.append(f"{e.self_device_time_total / steps:9.1f} {e.count / steps:6.0f}  {e.key[:110]}")
+    del model
+    torch.cuda.empty_cache()
+    return "\n".join(lines)
 
 
 def run(formats, batches, cfg: Config, tokens: int, compile: bool, progress=print) -> list[dict]:
@@ -286,11 +331,18 @@ def main(argv=None):
     ap.add_argument("--no-fuse", dest="fuse", action="store_false",
                     help="seven separate linears per block instead of fused q/k/v and gate/up")
     ap.add_argument("--json")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="instead of timing: torch.profiler over STEPS graph replays per format and batch")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("decode.py: needs a CUDA GPU (it times CUDA graphs).  On a CPU machine, "
                          "tests/test_bench.py checks this model's KV-cache decode against a full forward.")
     cfg = Config(n_layers=args.layers, max_seq=max(256, args.tokens + 1), fused=args.fuse)
+    if args.profile:
+        for B in [int(b) for b in args.batch.split(",")]:
+            for fmt in args.formats.split(","):
+                print(profile_steps(fmt, B, cfg, args.compile, args.profile), flush=True)
+        return
     res = run(args.formats.split(","), [int(b) for b in args.batch.split(",")], cfg, args.tokens, args.compile)
     if args.json:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
