@@ -172,7 +172,7 @@ def _rows_with_ties(M, K, dtype, bits, device):
 @pytest.mark.parametrize("name,device", TRITON)
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M,K", [(3, 8), (5, 300), (4, 1000)] + ([(33, 11008), (3, 70000)] if HAS_CUDA else []))
+@pytest.mark.parametrize("M,K", [(3, 8), (5, 300), (4, 1000)] + ([(33, 11008), (3, 70000), (17, 8192)] if HAS_CUDA else []))
 def test_triton_quantize_rows_is_the_reference(name, device, bits, dtype, M, K):
     from quipkern.triton import linear_ternary_a8 as tl8
 
@@ -203,12 +203,41 @@ def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
 
 
 @pytest.mark.parametrize("name,device", TRITON)
+@pytest.mark.parametrize("M,N,K", [(20, 40, 96), (33, 17, 80)] + ([(300, 520, 4096), (64, 4100, 1008)] if HAS_CUDA else []))
+def test_triton_int8_gemm_is_exact(name, device, M, N, K):
+    """The prefill GEMM on expanded trits (codes 0..3 -> -1..2: code 3 included), int8 q at
+    the ends of its range, partial tiles in M and N and K not a multiple of the K step;
+    with the epilogue: the same bits as scale_rows_cols on its int32 result."""
+    from quipkern.triton import linear_ternary_a8 as tl8
+
+    g = torch.Generator().manual_seed(M * N + K)
+    packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, generator=g)
+    q = torch.randint(-127, 128, (M, K), dtype=torch.int8, generator=g)
+    q[0] = 127
+    q[-1] = -127
+    w8 = tl8.expand_trits_int8(packed.to(device))
+    want = q.long() @ w8.cpu().long().T
+    out = torch.full((M, N), -7, dtype=torch.int32, device=device)  # poison
+    tl8.gemm_int8(q.to(device), w8, out)
+    assert torch.equal(out.cpu().long(), want)
+    s = (torch.rand(M, 1, generator=g) * 0.01).to(device)
+    for scale in (torch.rand(N, generator=g) * 0.05, torch.rand(1, generator=g)):
+        scale = scale.to(device)
+        for dtype in (torch.float32, torch.bfloat16):
+            y = torch.full((M, N), float("nan"), dtype=dtype, device=device)
+            tl8.gemm_int8(q.to(device), w8, y, s, scale)
+            assert torch.equal(y, tl8.scale_rows_cols(out, s, scale, torch.empty_like(y)))
+
+
+@pytest.mark.parametrize("name,device", TRITON)
 @pytest.mark.parametrize("tin,tout", [(False, False), (True, True)])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_layer_on_triton_matches_reference(name, device, tin, tout, bits):
-    """The layer with the Triton quantization, int8 matmul and epilogue: without transforms
-    the same integers and the same float32 steps as the reference, so the same bits."""
-    M, N, K = 5, 96, 384
+@pytest.mark.parametrize("M", [5, 70])
+def test_layer_on_triton_matches_reference(name, device, tin, tout, bits, M):
+    """The layer with the Triton quantization, int8 matmul and epilogue (M = 70: the prefill
+    GEMM with the epilogue inside): without transforms the same integers and the same
+    float32 steps as the reference, so the same bits."""
+    N, K = 96, 384
     torch.manual_seed(2)
     trits = torch.randint(-1, 2, (N, K))
     packed = pack_ternary_2bit(trits)

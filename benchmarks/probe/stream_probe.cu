@@ -89,6 +89,11 @@ auto set_pdl(P& p, int) -> decltype(p.pdl = true, void()) {
 }
 template <typename P>
 void set_pdl(P&, long) {}
+// fixed_x where the version has it (the fixed-point kernel at M <= 8 with x in shared memory)
+template <typename P>
+auto set_fixed_x(P& p, int on) -> decltype(p.fixed_x = true, void()) { p.fixed_x = on != 0; }
+template <typename P>
+void set_fixed_x(P&, long) {}
 
 // The GEMV against a float64 host reference on random data (rows not a multiple of 16,
 // several M, both dtypes, symmetric / asymmetric, group and per-row scales), so that a
@@ -201,6 +206,9 @@ int main() {
     }
   }
   const bool ring = !getenv("PROBE_RING") || atoi(getenv("PROBE_RING")) != 0;
+  // PROBE_FIXED: 1 (the default kernel choice), 0 (fixed_x off: the float kernel), both
+  std::vector<int> fixed_modes{1};
+  if (const char* f = getenv("PROBE_FIXED")) fixed_modes = std::string(f) == "both" ? std::vector<int>{1, 0} : std::vector<int>{atoi(f) != 0};
   const int shapes[][2] = {{8192, 8192}, {28672, 8192}, {8192, 28672}, {4096, 4096}, {14336, 4096}};
   for (auto& s : shapes) {
     const int N = s[0], K = s[1];
@@ -238,18 +246,20 @@ int main() {
                ring_only<true><<<N / 16, 256, smem>>>(w[i % kSets], N, K);
              }, iters));
     }
-    for (int M : Ms) {
-      char name[64];
-      snprintf(name, sizeof name, "gemv bf16 g128 M=%d", M);
-      report(name, time_us([&](int i) {
-               quipkern::Linear2bitParams p;
-               p.x = x; p.x_row_stride = K; p.y = y; p.y_row_stride = N;
-               p.packed = w[i % kSets]; p.scales = sc[i % kSets];
-               p.M = M; p.N = N; p.K = K; p.group_size = 128; p.dtype = quipkern::DType::kBF16;
-               set_pdl(p, 0);
-               quipkern::linear_2bit_gemv_launch(p, 0);
-             }, iters));
-    }
+    for (int M : Ms)
+      for (int fixed : fixed_modes) {
+        char name[64];
+        snprintf(name, sizeof name, "gemv bf16 g128 M=%d%s", M, fixed_modes.size() > 1 ? (fixed ? " fixed" : " float") : "");
+        report(name, time_us([&](int i) {
+                 quipkern::Linear2bitParams p;
+                 p.x = x; p.x_row_stride = K; p.y = y; p.y_row_stride = N;
+                 p.packed = w[i % kSets]; p.scales = sc[i % kSets];
+                 p.M = M; p.N = N; p.K = K; p.group_size = 128; p.dtype = quipkern::DType::kBF16;
+                 set_pdl(p, 0);
+                 set_fixed_x(p, fixed);
+                 quipkern::linear_2bit_gemv_launch(p, 0);
+               }, iters));
+      }
     cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) { printf("CUDA error %s\n", cudaGetErrorString(e)); return 1; }
     for (int i = 0; i < kSets; ++i) { cudaFree(w[i]); cudaFree(sc[i]); }

@@ -89,8 +89,12 @@ DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "17"))
 # Where the CUDA GEMV stages x in shared memory (M <= 8, M·K·2 <= 32 KB) it multiplies on
 # integer tensor cores with x in 15-bit fixed point per row (Linear2bitParams::fixed_x in
 # csrc/include/quipkern/linear_2bit.h: exact for elements within 2^6 of the row's largest,
-# else rounded at 2^-15 of it).  QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma).
+# else rounded at 2^-15 of it), at batch 1 only: at M = 2 it was as fast as the fp16/bf16
+# kernel, at M = 4 up to 22 % slower (H100, session 9: every block converts all M rows of
+# x, and two rows of planes cost a block slot per SM at K = 8192).
+# QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma) at M = 1 too.
 GEMV_FIXED_X = os.environ.get("QUIPKERN_GEMV_FIXED_X", "1") != "0"
+GEMV_FIXED_X_MAX_M = 1
 
 
 def _rows(x):
@@ -147,7 +151,8 @@ if _ext.AVAILABLE:
             zeros = zeros.clone()
         if out is None or out.stride(-1) != 1:
             out = torch.empty(x2.shape[0], packed.shape[0], dtype=x2.dtype, device=x2.device)
-        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, after_t_in, GEMV_FIXED_X)
+        fixed_x = GEMV_FIXED_X and x2.shape[0] <= GEMV_FIXED_X_MAX_M
+        torch.ops.quipkern._linear_2bit_gemv_cuda(x2, packed, scales, zeros, bias, out, after_t_in, fixed_x)
         return out
 
     def _cuda_supports(x, packed, scales, zeros, bias, *rest):

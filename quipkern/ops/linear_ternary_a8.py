@@ -8,9 +8,10 @@ signs_out, transform_in, transform_out, in_features, out_features, act_bits): th
 quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Hadamard
 smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization (one
 Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CUDA: the
-int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or cuBLAS's int8 GEMM
-on expanded trits from INT8_GEMM_MIN_M rows) and a float epilogue (row scale · weight
-scale, output transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
+int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or from
+INT8_GEMM_MIN_M rows a Triton int8 GEMM on expanded trits, which then also runs the
+epilogue's row scale · weight scale) and a float epilogue (row scale · weight scale,
+output transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
 multiplied by the same exact integer kernel; BitNet v2 / a4.8's A4 after the Hadamard
 transform).  Arguments as in ops/linear_ternary.py; inference only (no autograd: the
 rounding has no useful gradient).
@@ -32,8 +33,9 @@ from .transformed_linear import check_layer_args, check_x, composed_forward
 
 __all__ = ["matmul_ternary_int8", "linear_ternary_a8", "INT8_GEMM_MIN_M"]
 
-# From this many rows on (CUDA), matmul_ternary_int8 expands the trits to int8 and calls
-# cuBLAS's int8 GEMM (torch._int_mm) instead of the fused Triton kernel.
+# From this many rows on, the trits are expanded to int8 once (N·K bytes written and read
+# back) and a plain Triton int8 GEMM (gemm_int8; wgmma on Hopper) multiplies them,
+# instead of the kernel that expands them tile by tile; the layer runs its epilogue in it.
 INT8_GEMM_MIN_M = 64
 
 
@@ -68,13 +70,12 @@ if _triton.AVAILABLE:
     from ..triton import linear_ternary_a8 as _tl
 
     def _triton_matmul(q, packed, out=None):
-        # Prefill: the trits expanded to int8 once (N·K bytes written and read back) and
-        # cuBLAS's int8 GEMM (exact int32 sums) beat the fused kernel from here on.
-        M, K = q.shape
-        N = packed.shape[0]
-        if q.is_cuda and M >= INT8_GEMM_MIN_M and N % 8 == 0 and K % 8 == 0:
-            y = torch._int_mm(q.contiguous(), _tl.expand_trits_int8(packed).t())
-            return y if out is None else out.copy_(y)
+        # Prefill: the trits expanded to int8 once and a plain int8 GEMM beat the kernel
+        # that expands them tile by tile from INT8_GEMM_MIN_M rows on.
+        if q.is_cuda and q.shape[0] >= INT8_GEMM_MIN_M:
+            if out is not None and out.stride(-1) != 1:
+                return out.copy_(_tl.gemm_int8(q, _tl.expand_trits_int8(packed)))
+            return _tl.gemm_int8(q, _tl.expand_trits_int8(packed), out)
         return _tl.matmul_ternary_int8(q, packed, out)
 
     backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
@@ -157,10 +158,11 @@ def linear_ternary_a8(
     def int_matmul(x2, _bias, o):  # never handed the bias (fuse_bias=False): it is added after the cut
         if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
             q, s = _tl.quantize_rows(x2, act_bits)
-            ints = matmul_ternary_int8(q, packed)
             if o is None:
-                o = torch.empty(ints.shape, dtype=x.dtype, device=x.device)
-            return _tl.scale_rows_cols(ints, s, scale.float().contiguous(), o)
+                o = torch.empty(x2.shape[0], N, dtype=x.dtype, device=x.device)
+            if x2.shape[0] >= INT8_GEMM_MIN_M:  # prefill: the epilogue inside the GEMM
+                return _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
+            return _tl.scale_rows_cols(matmul_ternary_int8(q, packed), s, scale.float().contiguous(), o)
         q, s = _ref.quantize_act_rows(x2, act_bits)
         y = matmul_ternary_int8(q, packed).to(acc) * s.to(acc)
         return torch.mul(y, scale.to(acc), out=o) if o is not None else (y * scale.to(acc)).to(x.dtype)

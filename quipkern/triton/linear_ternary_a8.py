@@ -22,7 +22,7 @@ import triton.language as tl
 
 from . import INTERPRET as _INTERPRET
 
-__all__ = ["matmul_ternary_int8", "expand_trits_int8", "quantize_rows", "scale_rows_cols", "supports"]
+__all__ = ["matmul_ternary_int8", "expand_trits_int8", "gemm_int8", "quantize_rows", "scale_rows_cols", "supports"]
 
 
 @triton.jit
@@ -60,27 +60,108 @@ def _kernel(q_ptr, packed_ptr, out_ptr, M, N, K, q_stride, out_stride,
 
 
 @triton.jit
-def _expand_kernel(packed_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, WORDS: tl.constexpr):
+def _expand_kernel(packed_ptr, out_ptr, N, KW, BLOCK_N: tl.constexpr, WORDS: tl.constexpr):
+    # out viewed as int32 (N, 4·KW): element 4w + r holds trits 4r .. 4r + 3 of word w as
+    # its four bytes (little-endian: byte b = column 16w + 4r + b), i.e. byte r of the word
+    # with its 2-bit fields spread one a byte, then code − 1 in every byte at once
+    # ((v | 0x80) − 1) ^ 0x80, which never borrows across bytes.
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     w_idx = tl.program_id(1) * WORDS + tl.arange(0, WORDS)
-    KW = K // 16
     ok = (offs_n[:, None] < N) & (w_idx[None, :] < KW)
     words = tl.load(packed_ptr + offs_n[:, None].to(tl.int64) * KW + w_idx[None, :], mask=ok, other=0)
-    j = tl.arange(0, 16)
-    t = (((words[:, :, None] >> (2 * j)[None, None, :]) & 3) - 1).to(tl.int8)
-    ptrs = out_ptr + offs_n[:, None, None].to(tl.int64) * K + (16 * w_idx)[None, :, None] + j[None, None, :]
-    tl.store(ptrs, t, mask=ok[:, :, None])
+    r = tl.arange(0, 4)
+    byte = (words.to(tl.uint32, bitcast=True)[:, :, None] >> (8 * r).to(tl.uint32)[None, None, :]) & 0xFF
+    spread = (byte & 0x03) | ((byte & 0x0C) << 6) | ((byte & 0x30) << 12) | ((byte & 0xC0) << 18)
+    v = ((spread | 0x80808080) - 0x01010101) ^ 0x80808080
+    v = tl.reshape(v, (BLOCK_N, 4 * WORDS)).to(tl.int32, bitcast=True)
+    cols = 4 * (tl.program_id(1) * WORDS) + tl.arange(0, 4 * WORDS)
+    tl.store(out_ptr + offs_n[:, None].to(tl.int64) * (4 * KW) + cols[None, :], v,
+             mask=(offs_n[:, None] < N) & (cols[None, :] < 4 * KW))
 
 
 def expand_trits_int8(packed, out=None):
-    """The trits of a ternary-2bit weight as int8 (N, K): the operand of an int8 GEMM
-    (cuBLAS through torch._int_mm) when M is large enough to pay for writing it."""
+    """The trits of a ternary-2bit weight as int8 (N, K): the operand of the prefill int8
+    GEMM (gemm_int8).  Written as int32 words of four trits (one 16-byte store per
+    thread and per four words) at close to copy speed."""
     N, K = packed.shape[0], packed.shape[1] * 16
     if out is None:
         out = torch.empty(N, K, dtype=torch.int8, device=packed.device)
     bn, words = (16, 16) if _INTERPRET else (32, 64)
     grid = (triton.cdiv(N, bn), triton.cdiv(K // 16, words))
-    _expand_kernel[grid](packed, out, N, K, BLOCK_N=bn, WORDS=words)
+    _expand_kernel[grid](packed, out.view(torch.int32), N, K // 16, BLOCK_N=bn, WORDS=words)
+    return out
+
+
+@triton.jit
+def _gemm_kernel(q_ptr, w_ptr, out_ptr, s_ptr, scale_ptr, M, N, K, q_stride, out_stride,
+                 SCALED: tl.constexpr, PER_ROW: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUM_DOT: tl.constexpr):
+    # Both operands loaded as they are (q (M, K), the expanded trits (N, K), K-major: what
+    # Hopper's int8 wgmma reads from shared memory); programs walk GROUP_M row tiles per
+    # column tile so that a column tile of trits is reused from L2.
+    pid = tl.program_id(0)
+    n_m = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (pid // per_group) * GROUP_M
+    rows = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % rows
+    pid_n = (pid % per_group) // rows
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok, n_ok = offs_m < M, offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = q_ptr + offs_m[:, None].to(tl.int64) * q_stride + offs_k[None, :]
+    b_ptrs = w_ptr + offs_n[None, :].to(tl.int64) * K + offs_k[:, None]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(a_ptrs, mask=m_ok[:, None], other=0)
+            b = tl.load(b_ptrs, mask=n_ok[None, :], other=0)
+        else:
+            k_ok = k0 + offs_k < K
+            a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0)
+            b = tl.load(b_ptrs, mask=n_ok[None, :] & k_ok[:, None], other=0)
+        if SUM_DOT:  # the interpreter's dot would multiply in int8
+            acc += tl.sum(a.to(tl.int32)[:, :, None] * b.to(tl.int32)[None, :, :], axis=1)
+        else:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+    out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :]
+    ok = m_ok[:, None] & n_ok[None, :]
+    if SCALED:  # scale_rows_cols's epilogue, the same float32 steps: (acc · s) · scale
+        sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
+        if PER_ROW:
+            w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
+        else:
+            w = tl.load(scale_ptr + offs_n * 0)
+        y = (acc.to(tl.float32) * sr[:, None]) * w[None, :]
+        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=ok)
+    else:
+        tl.store(out_ptrs, acc, mask=ok)
+
+
+def gemm_int8(q, w8, out=None, s=None, scale=None):
+    """Prefill: q int8 (M, K) · w8 int8 (N, K)ᵀ (the trits of expand_trits_int8), exact
+    int32 sums.  Without s / scale out is that int32 (M, N); with them (s float32 (M, 1),
+    scale float32 (N,) or (1,)) out is scale_rows_cols's result in out's dtype, computed in
+    the GEMM's epilogue (no int32 round trip through memory).  On the H100 it runs at ~1140
+    int8 TOPS where cuBLAS's `_int_mm` runs an sm80 kernel at ~950 (benchmarks/probe/a8_gemm.py)."""
+    M, K = q.shape
+    N = w8.shape[0]
+    scaled = s is not None
+    if out is None:
+        out = torch.empty(M, N, dtype=torch.int32 if not scaled else torch.float32, device=q.device)
+    if q.stride(1) != 1:
+        q = q.contiguous()
+    if _INTERPRET:
+        bm, bn, bk, warps, stages = 16, 16, 32, 4, 1
+    else:
+        bm, bn, bk, warps, stages = 128, 256, 128, 8, 3
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    _gemm_kernel[grid](q, w8, out, s if scaled else q, scale if scaled else q, M, N, K, q.stride(0), out.stride(0),
+                       SCALED=scaled, PER_ROW=scaled and scale.shape[0] > 1, EVEN_K=K % bk == 0, BLOCK_M=bm,
+                       BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, SUM_DOT=_INTERPRET, num_warps=warps, num_stages=stages)
     return out
 
 
@@ -118,29 +199,44 @@ def matmul_ternary_int8(q, packed, out=None):
 
 
 @triton.jit
-def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, x_stride, q_stride, QMAX: tl.constexpr, BLOCK: tl.constexpr):
+def _round_clamp(t, QMAX: tl.constexpr):
+    # round half to even (torch.round), from exact steps: |t| <= Q, so f and t - f are exact
+    f = tl.floor(t)
+    d = t - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+    r = f + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
+    return tl.minimum(tl.maximum(r, -QMAX), QMAX).to(tl.int8)
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, x_stride, q_stride, QMAX: tl.constexpr, BLOCK: tl.constexpr,
+                          ONE_PASS: tl.constexpr):
+    # the reference's float32 steps, each correctly rounded: s = amax / Q, then x / s.
+    # ONE_PASS (K <= BLOCK): the row stays in registers between the two steps.
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_stride
-    amax = tl.zeros((BLOCK,), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK):
-        offs = k0 + tl.arange(0, BLOCK)
-        v = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(v))
-    a = tl.max(amax, axis=0)
-    # the reference's float32 steps, each correctly rounded: s = amax / Q, then x / s
-    s = tl.where(a > 0, tl.div_rn(a, QMAX), 1.0)
-    tl.store(s_ptr + row, s)
-    for k0 in range(0, K, BLOCK):
-        offs = k0 + tl.arange(0, BLOCK)
+    if ONE_PASS:
+        offs = tl.arange(0, BLOCK)
         ok = offs < K
-        t = tl.div_rn(tl.load(x_row + offs, mask=ok, other=0.0).to(tl.float32), s)
-        # round half to even (torch.round), from exact steps: |t| <= Q, so f and t - f are exact
-        f = tl.floor(t)
-        d = t - f
-        odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-        r = f + tl.where((d > 0.5) | ((d == 0.5) & odd), 1.0, 0.0)
-        r = tl.minimum(tl.maximum(r, -QMAX), QMAX)
-        tl.store(q_ptr + row * q_stride + offs, r.to(tl.int8), mask=ok)
+        v = tl.load(x_row + offs, mask=ok, other=0.0).to(tl.float32)
+        a = tl.max(tl.abs(v), axis=0)
+        s = tl.where(a > 0, tl.div_rn(a, QMAX), 1.0)
+        tl.store(s_ptr + row, s)
+        tl.store(q_ptr + row * q_stride + offs, _round_clamp(tl.div_rn(v, s), QMAX), mask=ok)
+    else:
+        amax = tl.zeros((BLOCK,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK):
+            offs = k0 + tl.arange(0, BLOCK)
+            v = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(v))
+        a = tl.max(amax, axis=0)
+        s = tl.where(a > 0, tl.div_rn(a, QMAX), 1.0)
+        tl.store(s_ptr + row, s)
+        for k0 in range(0, K, BLOCK):
+            offs = k0 + tl.arange(0, BLOCK)
+            ok = offs < K
+            t = tl.div_rn(tl.load(x_row + offs, mask=ok, other=0.0).to(tl.float32), s)
+            tl.store(q_ptr + row * q_stride + offs, _round_clamp(t, QMAX), mask=ok)
 
 
 def quantize_rows(x, bits=8):
@@ -149,9 +245,12 @@ def quantize_rows(x, bits=8):
     M, K = x.shape
     q = torch.empty(M, K, dtype=torch.int8, device=x.device)
     s = torch.empty(M, 1, dtype=torch.float32, device=x.device)
-    block = 128 if _INTERPRET else min(4096, triton.next_power_of_2(K))
+    if _INTERPRET:
+        block = 128 if K > 256 else triton.next_power_of_2(K)  # both paths under test
+    else:
+        block = min(8192, triton.next_power_of_2(K))
     _quantize_rows_kernel[(M,)](x, q, s, K, x.stride(0), q.stride(0), QMAX=float(2 ** (bits - 1) - 1),
-                                BLOCK=block, num_warps=4 if block <= 1024 else 8)
+                                BLOCK=block, ONE_PASS=K <= block, num_warps=4 if block <= 1024 else 8)
     return q, s
 
 
