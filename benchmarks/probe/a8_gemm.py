@@ -8,7 +8,9 @@ Times, at one shape (default 8192 x 8192, M = 4096), each checked exact against 
              operand (acc (BN, BM) = W·qᵀ), so Hopper's wgmma can read them from
              registers; q's tile is the right operand from shared memory, K-major.
              -b: from bytes (packed viewed as uint8, 4 codes a byte); -w: from int32 words.
-    python benchmarks/probe/a8_gemm.py [--n 8192 --k 8192 --m 4096]
+  gemm_int8  the layer's GEMM (quipkern.triton.linear_ternary_a8.gemm_int8, scale epilogue)
+             by tile configuration; tma: the same with TMA descriptors made on the device
+    python benchmarks/probe/a8_gemm.py [--n 8192 --k 8192 --m 4096] [--all]
 """
 
 from __future__ import annotations
@@ -41,6 +43,24 @@ def _plain_kernel(q_ptr, w_ptr, out_ptr, M, N, K, BM: tl.constexpr, BN: tl.const
         b = tl.load(w_ptr + offs_n[None, :].to(tl.int64) * K + k0 + offs_k[:, None])
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
     tl.store(out_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :], acc)
+
+
+@triton.jit
+def _tma_kernel(q_ptr, w_ptr, out_ptr, s_ptr, scale_ptr, M, N, K, BM: tl.constexpr, BN: tl.constexpr,
+                BK: tl.constexpr, GROUP: tl.constexpr, STAGES: tl.constexpr):
+    # the same GEMM + scale epilogue with both tiles through TMA descriptors (device-side)
+    q_desc = tl.make_tensor_descriptor(q_ptr, shape=[M, K], strides=[K, 1], block_shape=[BM, BK])
+    w_desc = tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[K, 1], block_shape=[BN, BK])
+    pid_m, pid_n = _grouped(tl.program_id(0), tl.cdiv(M, BM), tl.cdiv(N, BN), GROUP)
+    acc = tl.zeros((BM, BN), dtype=tl.int32)
+    for k0 in tl.range(0, K, BK, num_stages=STAGES):
+        a = q_desc.load([pid_m * BM, k0])
+        b = w_desc.load([pid_n * BN, k0])
+        acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    y = (acc.to(tl.float32) * tl.load(s_ptr + offs_m)[:, None]) * tl.load(scale_ptr + offs_n)[None, :]
+    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :], y.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -100,6 +120,7 @@ def main():
     ap.add_argument("--n", type=int, default=8192)
     ap.add_argument("--k", type=int, default=8192)
     ap.add_argument("--m", type=int, default=4096)
+    ap.add_argument("--all", action="store_true", help="also the in-register expansion variants (slow)")
     a = ap.parse_args()
     N, K, M = a.n, a.k, a.m
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -130,6 +151,40 @@ def main():
         report(f"triton8 {BM}x{BN}x{BK} w{warps}s{stages}",
                _launch(_plain_kernel, grid, out, q, w8, out, M, N, K, BM=BM, BN=BN, BK=BK, GROUP=8,
                        num_warps=warps, num_stages=stages), out)
+    # the layer's GEMM (quipkern.triton.linear_ternary_a8.gemm_int8, scale epilogue, bf16 out) by tile config
+    from quipkern.triton.linear_ternary_a8 import gemm_int8, quantize_rows
+
+    sr = torch.rand(M, 1, device="cuda") * 0.01
+    sc = torch.rand(N, device="cuda") * 0.05
+    yb = torch.empty(M, N, dtype=torch.bfloat16, device="cuda")
+    xb = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    report("quantize_rows (bf16 x)", lambda: quantize_rows(xb))
+    # (on Hopper gemm_int8 takes its TMA kernel: STAGES is its pipeline depth)
+    for BM, BN, BK, warps, stages, group in [(128, 256, 128, 8, 4, 8), (128, 256, 128, 8, 3, 8), (128, 256, 128, 8, 5, 8),
+                                             (256, 128, 128, 8, 4, 8), (128, 256, 128, 8, 4, 16), (128, 128, 128, 4, 4, 8)]:
+        cfg = dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=group, num_warps=warps, STAGES=stages)
+        report(f"gemm_int8+epi {BM}x{BN}x{BK} w{warps}s{stages}g{group}",
+               lambda: gemm_int8(q, w8, yb, sr, sc, config=cfg))
+
+    def alloc(size, alignment, stream):  # TMA descriptors made on the device need scratch memory
+        return torch.empty(size, device="cuda", dtype=torch.int8)
+
+    triton.set_allocator(alloc)
+    want = gemm_int8(q, w8, torch.empty_like(yb), sr, sc)
+    for BM, BN, BK, warps, stages in [(128, 256, 128, 8, 3), (128, 256, 64, 8, 4), (128, 256, 128, 8, 4),
+                                      (256, 128, 128, 8, 3)]:
+        grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+        fn = _launch(_tma_kernel, grid, yb, q, w8, yb, sr, sc, M, N, K, BM=BM, BN=BN, BK=BK, GROUP=8, STAGES=stages,
+                     num_warps=warps)
+        try:
+            fn()
+            same = "same bits" if torch.equal(yb, want) else "DIFFERENT"
+        except Exception as e:
+            same = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        print(f"tma check {BM}x{BN}x{BK} s{stages}: {same}", flush=True)
+        report(f"tma+epi {BM}x{BN}x{BK} w{warps}s{stages}", fn)
+    if not a.all:
+        return
     for BYTES, src in ((True, packed.view(torch.uint8)), (False, packed)):
         for BN, BM, BK, warps, stages in [(128, 256, 128, 8, 3), (128, 128, 128, 8, 3), (128, 256, 64, 8, 4),
                                           (256, 128, 64, 8, 3), (64, 256, 128, 4, 3)]:

@@ -93,19 +93,41 @@ def expand_trits_int8(packed, out=None):
 
 
 @triton.jit
+def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    # programs walk GROUP_M row tiles per column tile, so that a column tile of trits is
+    # reused from L2
+    pid = tl.program_id(0)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (pid // per_group) * GROUP_M
+    rows = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+    return first_m + (pid % per_group) % rows, (pid % per_group) // rows
+
+
+@triton.jit
+def _store_tile(acc, out_ptr, s_ptr, scale_ptr, offs_m, offs_n, M, N, out_stride, SCALED: tl.constexpr,
+                PER_ROW: tl.constexpr):
+    m_ok, n_ok = offs_m < M, offs_n < N
+    out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :]
+    ok = m_ok[:, None] & n_ok[None, :]
+    if SCALED:  # scale_rows_cols's epilogue, the same float32 steps: (acc · s) · scale
+        sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
+        if PER_ROW:
+            w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
+        else:
+            w = tl.load(scale_ptr + offs_n * 0)
+        y = (acc.to(tl.float32) * sr[:, None]) * w[None, :]
+        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=ok)
+    else:
+        tl.store(out_ptrs, acc, mask=ok)
+
+
+@triton.jit
 def _gemm_kernel(q_ptr, w_ptr, out_ptr, s_ptr, scale_ptr, M, N, K, q_stride, out_stride,
                  SCALED: tl.constexpr, PER_ROW: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUM_DOT: tl.constexpr):
-    # Both operands loaded as they are (q (M, K), the expanded trits (N, K), K-major: what
-    # Hopper's int8 wgmma reads from shared memory); programs walk GROUP_M row tiles per
-    # column tile so that a column tile of trits is reused from L2.
-    pid = tl.program_id(0)
-    n_m = tl.cdiv(M, BLOCK_M)
-    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
-    first_m = (pid // per_group) * GROUP_M
-    rows = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % rows
-    pid_n = (pid % per_group) // rows
+    # Both operands loaded through pointers as they are (q (M, K), the expanded trits
+    # (N, K), both K-major): GPUs without TMA, strided q, and the interpreter.
+    pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok, n_ok = offs_m < M, offs_n < N
@@ -127,26 +149,42 @@ def _gemm_kernel(q_ptr, w_ptr, out_ptr, s_ptr, scale_ptr, M, N, K, q_stride, out
             acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
-    out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :]
-    ok = m_ok[:, None] & n_ok[None, :]
-    if SCALED:  # scale_rows_cols's epilogue, the same float32 steps: (acc · s) · scale
-        sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
-        if PER_ROW:
-            w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
-        else:
-            w = tl.load(scale_ptr + offs_n * 0)
-        y = (acc.to(tl.float32) * sr[:, None]) * w[None, :]
-        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=ok)
-    else:
-        tl.store(out_ptrs, acc, mask=ok)
+    _store_tile(acc, out_ptr, s_ptr, scale_ptr, offs_m, offs_n, M, N, out_stride, SCALED, PER_ROW)
 
 
-def gemm_int8(q, w8, out=None, s=None, scale=None):
+@triton.jit
+def _gemm_tma_kernel(q_desc, w_desc, out_ptr, s_ptr, scale_ptr, M, N, K, out_stride,
+                     SCALED: tl.constexpr, PER_ROW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, STAGES: tl.constexpr):
+    # Hopper and newer: both tiles through TMA (tiles past M, N or K arrive as zeros, so
+    # no masks), wgmma on them in shared memory.
+    pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
+        a = q_desc.load([pid_m * BLOCK_M, k0])
+        b = w_desc.load([pid_n * BLOCK_N, k0])
+        acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    _store_tile(acc, out_ptr, s_ptr, scale_ptr, offs_m, offs_n, M, N, out_stride, SCALED, PER_ROW)
+
+
+def _use_tma(q, w8) -> bool:
+    if _INTERPRET or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
+        return False
+    # TMA: 16-byte aligned bases and row strides
+    return (q.stride(0) % 16 == 0 and q.data_ptr() % 16 == 0 and w8.is_contiguous() and w8.data_ptr() % 16 == 0
+            and w8.shape[1] % 16 == 0)
+
+
+def gemm_int8(q, w8, out=None, s=None, scale=None, config=None):
     """Prefill: q int8 (M, K) · w8 int8 (N, K)ᵀ (the trits of expand_trits_int8), exact
     int32 sums.  Without s / scale out is that int32 (M, N); with them (s float32 (M, 1),
     scale float32 (N,) or (1,)) out is scale_rows_cols's result in out's dtype, computed in
-    the GEMM's epilogue (no int32 round trip through memory).  On the H100 it runs at ~1140
-    int8 TOPS where cuBLAS's `_int_mm` runs an sm80 kernel at ~950 (benchmarks/probe/a8_gemm.py)."""
+    the GEMM's epilogue (no int32 round trip through memory).  On Hopper the tiles come
+    through TMA.  H100 (benchmarks/probe/a8_gemm.py, 8192², M = 4096, with the epilogue):
+    415 µs with TMA (128×256×128 tiles, 4 stages, GROUP_M 16), 472 with pointer loads;
+    cuBLAS's `_int_mm` (an sm80 kernel) 575 without it."""
     M, K = q.shape
     N = w8.shape[0]
     scaled = s is not None
@@ -154,14 +192,25 @@ def gemm_int8(q, w8, out=None, s=None, scale=None):
         out = torch.empty(M, N, dtype=torch.int32 if not scaled else torch.float32, device=q.device)
     if q.stride(1) != 1:
         q = q.contiguous()
+    common = dict(SCALED=scaled, PER_ROW=scaled and scale.shape[0] > 1)
+    s_arg, scale_arg = (s, scale) if scaled else (q, q)
+    if _use_tma(q, w8):
+        cfg = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=16, STAGES=4, num_warps=8)
+        cfg.update(config or {})  # benchmarks/probe/a8_gemm.py tries others
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        q_desc = TensorDescriptor.from_tensor(q, [cfg["BLOCK_M"], cfg["BLOCK_K"]])
+        w_desc = TensorDescriptor.from_tensor(w8, [cfg["BLOCK_N"], cfg["BLOCK_K"]])
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        _gemm_tma_kernel[grid](q_desc, w_desc, out, s_arg, scale_arg, M, N, K, out.stride(0), **common, **cfg)
+        return out
     if _INTERPRET:
-        bm, bn, bk, warps, stages = 16, 16, 32, 4, 1
+        cfg = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, GROUP_M=2, num_warps=4, num_stages=1)
     else:
-        bm, bn, bk, warps, stages = 128, 256, 128, 8, 3
-    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
-    _gemm_kernel[grid](q, w8, out, s if scaled else q, scale if scaled else q, M, N, K, q.stride(0), out.stride(0),
-                       SCALED=scaled, PER_ROW=scaled and scale.shape[0] > 1, EVEN_K=K % bk == 0, BLOCK_M=bm,
-                       BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, SUM_DOT=_INTERPRET, num_warps=warps, num_stages=stages)
+        cfg = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _gemm_kernel[grid](q, w8, out, s_arg, scale_arg, M, N, K, q.stride(0), out.stride(0),
+                       EVEN_K=K % cfg["BLOCK_K"] == 0, SUM_DOT=_INTERPRET, **common, **cfg)
     return out
 
 
