@@ -85,7 +85,7 @@ stage_profile() {
 stage_sass() {
   step "SASS of the GEMV kernels (cuobjdump, sm_90a) -> gemv_sass.txt"
   so=$($PY -c "import quipkern._C as c; print(c.__file__)")
-  cuobjdump -arch sm_90a -sass "$so" | awk '/Function :/{keep = /gemv_2bit_kernel/} keep' > "$OUT/gemv_sass.txt" || status=1
+  cuobjdump -arch sm_90a -sass "$so" | awk '/Function :/{keep = /gemv_2bit(_x16)?_kernel/} keep' > "$OUT/gemv_sass.txt" || status=1
   grep -c "^        /\*[0-9a-f]*\*/" "$OUT/gemv_sass.txt" | tee -a "$LOG"
 }
 stage_source() {
