@@ -2,9 +2,11 @@
 16·kTiles rows): the fixed-point x slices, the byte registers of the codes, the PTX
 fragment layout of mma.m16n8k32 (A rows g / g+8, k 4t.. / 16+4t..; B k 4t.. / 16+4t..,
 column g; C rows g / g+8, columns 2t, 2t+1), the group closes and the epilogue, against
-a float64 dense product.  It checks the index scheme, not the CUDA code: run it after
-changing the layout (python benchmarks/probe/emulate_x16.py; relative errors ~1e-5 =
-the 16-bit fixed point of x)."""
+a float64 dense product.  x as two signed bytes (15-bit fixed point); at M <= 4 the
+"paired" columns (B column 2b = row b's hi plane, 2b + 1 its lo plane, one mma), at
+M = 5..8 the "split" ones (column b = row b, one mma per plane).  It checks the index scheme, not the CUDA code: run it after
+changing the layout (python benchmarks/probe/emulate_x16.py; relative errors ~1e-4 =
+the 15-bit fixed point of x)."""
 import numpy as np
 rng=np.random.default_rng(0)
 def run(M,N,K,g,asym,kTiles=1):
@@ -22,7 +24,7 @@ def run(M,N,K,g,asym,kTiles=1):
     # fixed point
     X=np.zeros((8,K),dtype=np.int64); e=np.zeros(8,dtype=np.int64)
     for b in range(M):
-        m=np.abs(x[b]).max(); E=np.frexp(m)[1]-1; e[b]=min(14-E,126)
+        m=np.abs(x[b]).max(); E=np.frexp(m)[1]-1; e[b]=min(13-E,126)
         X[b]=np.rint(x[b].astype(np.float64)*2.0**e[b])
     # staged slices: slot[b][q] -> hi regs[4], lo regs[4] as byte arrays
     def slot(b,q):
@@ -30,7 +32,8 @@ def run(M,N,K,g,asym,kTiles=1):
         hi=np.zeros((4,4),dtype=np.int64); lo=np.zeros((4,4),dtype=np.int64)
         for r in range(4):
             for i in range(4):
-                v=int(cols[r+4*i]); hi[r,i]=v>>8; lo[r,i]=v&255
+                v=int(cols[r+4*i]); hi[r,i]=(v+128)>>8; lo[r,i]=v-256*hi[r,i]
+                assert -64<=hi[r,i]<=64 and -128<=lo[r,i]<128
         return hi,lo
     S=G if g else 1
     sx=np.zeros((8,S),dtype=np.int64)
@@ -40,6 +43,7 @@ def run(M,N,K,g,asym,kTiles=1):
             sx[b,s_]=X[b,s_*span:(s_+1)*span].sum()
     units=K//64; chunks=(units+kUnits-1)//kUnits
     kPerGroup=g//64 if g else 1
+    paired=M<=4
     acc=np.zeros((kWarps,kTiles,4,32))
     for warp in range(kWarps):
         nc=(chunks-warp+kWarps-1)//kWarps if warp<chunks else 0
@@ -54,7 +58,9 @@ def run(M,N,K,g,asym,kTiles=1):
                 Bh=np.zeros((32,4,4),dtype=np.int64); Bl=Bh.copy()
                 for lane in range(32):
                     gg,t=lane>>2,lane&3
-                    if gg<M: Bh[lane],Bl[lane]=slot(gg,4*u+t)
+                    if paired:
+                        if gg>>1<M: Bh[lane]=slot(gg>>1,4*u+t)[gg&1]
+                    elif gg<M: Bh[lane],Bl[lane]=slot(gg,4*u+t)
                     for tile in range(kTiles):
                         for h in range(2):
                             w=int(words[gg+8*(2*tile+h), 4*u+t])
@@ -83,7 +89,11 @@ def run(M,N,K,g,asym,kTiles=1):
                         for tile in range(kTiles):
                             for ee in range(4):
                                 h=2*tile+(ee>>1); row=gg+8*h; col=2*t+(ee&1)
-                                ci=chi[tile,ee,lane]*256+clo[tile,ee,lane]
+                                if paired:
+                                    if ee&1: continue
+                                    ci=chi[tile,ee,lane]*256+chi[tile,ee+1,lane]; col=t
+                                else:
+                                    ci=chi[tile,ee,lane]*256+clo[tile,ee,lane]
                                 acc[warp,tile,ee,lane]+=scales[row,grp]*(ci-zeros[row,grp]*sx[col,grp])
                     chi[:]=0; clo[:]=0
         if not g:
@@ -92,14 +102,18 @@ def run(M,N,K,g,asym,kTiles=1):
                 for tile in range(kTiles):
                     for ee in range(4):
                         h=2*tile+(ee>>1); row=gg+8*h
-                        acc[warp,tile,ee,lane]=256.*chi[tile,ee,lane]+clo[tile,ee,lane]
+                        if paired:
+                            acc[warp,tile,ee,lane]=0. if ee&1 else 256.*chi[tile,ee,lane]+chi[tile,ee+1,lane]
+                        else:
+                            acc[warp,tile,ee,lane]=256.*chi[tile,ee,lane]+clo[tile,ee,lane]
     y=np.full((M,rows),np.nan)
     tot=acc.sum(0)
     for tile in range(kTiles):
         for lane in range(32):
             gg,t=lane>>2,lane&3
             for ee in range(4):
-                row=gg+8*(2*tile+(ee>>1)); b=2*t+(ee&1)
+                if paired and ee&1: continue
+                row=gg+8*(2*tile+(ee>>1)); b=t if paired else 2*t+(ee&1)
                 if b>=M: continue
                 v=tot[tile,ee,lane]
                 if not g: v=(v-zeros[row,0]*sx[b,0])*scales[row,0]
@@ -109,7 +123,8 @@ def run(M,N,K,g,asym,kTiles=1):
     ref=x.astype(np.float64)@W.T
     return np.linalg.norm(y-ref)/np.linalg.norm(ref)
 if __name__ == '__main__':
-  for case in [(2,16,64,64,False),(1,16,128,128,True),(3,16,256,128,True),(2,16,384,64,False),(1,16,192,0,True),(3,32,256,0,False,2),(2,32,128,128,True,2)]:
+  for case in [(2,16,64,64,False),(1,16,128,128,True),(3,16,256,128,True),(2,16,384,64,False),(1,16,192,0,True),(3,32,256,0,False,2),(2,32,128,128,True,2),
+               (4,16,128,128,True),(6,16,256,64,False),(8,32,128,128,True,2),(5,16,192,0,True)]:
     err = run(*case)
     print(case, f'{err:.2e}')
     assert err < 1e-3, case
