@@ -6,6 +6,12 @@ every word ((word >> 2j) & 3) to the int8 trit code − 1 in registers and feeds
 tensor cores (tl.dot, int32 accumulation) with the matching columns 16w + j of q.  Under
 Triton's interpreter the product is a broadcast sum in int32 (its dot would multiply in int8).
 
+expand_trits_int8 + gemm_int8: prefill (M >= 64 in the ops).  The trits are written once as
+an int8 (N, K) copy (int32 words of four trits, at close to copy speed), then a plain
+int8 GEMM multiplies both operands from shared memory (TMA + wgmma on Hopper; pointer
+loads elsewhere), with scale_rows_cols's epilogue inside when the layer asks.  Expanding
+in registers instead was 2-4x slower on the H100 (benchmarks/probe/a8_gemm.py).
+
 quantize_rows: the per-row absmax quantization of quipkern/reference/linear_ternary_a8.py
 in one kernel (a program a row: its absmax, then q = round_half_even(x / s) clamped),
 bit-identical to the reference's float32 arithmetic.  scale_rows_cols: the epilogue
