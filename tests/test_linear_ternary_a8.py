@@ -203,7 +203,7 @@ def test_triton_epilogue_is_the_reference(name, device, per_row, dtype):
 
 
 @pytest.mark.parametrize("name,device", TRITON)
-@pytest.mark.parametrize("M,N,K", [(20, 40, 96), (33, 17, 80)] + ([(300, 520, 4096), (64, 4100, 1008)] if HAS_CUDA else []))
+@pytest.mark.parametrize("M,N,K", [(20, 40, 96), (33, 17, 80)] + ([(300, 520, 4096), (64, 4100, 1008), (16, 1000, 2048), (9, 64, 4096)] if HAS_CUDA else []))
 def test_triton_int8_gemm_is_exact(name, device, M, N, K):
     """The prefill GEMM on expanded trits (codes 0..3 -> -1..2: code 3 included), int8 q at
     the ends of its range, partial tiles in M and N and K not a multiple of the K step;

@@ -9,7 +9,7 @@ quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Ha
 smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization (one
 Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CUDA: the
 int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or from
-INT8_GEMM_MIN_M rows a Triton int8 GEMM on expanded trits, which then also runs the
+INT8_GEMM_MIN_M (9) rows a Triton int8 GEMM on expanded trits, which then also runs the
 epilogue's row scale · weight scale) and a float epilogue (row scale · weight scale,
 output transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
 multiplied by the same exact integer kernel; BitNet v2 / a4.8's A4 after the Hadamard
@@ -19,6 +19,7 @@ rounding has no useful gradient).
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -36,7 +37,10 @@ __all__ = ["matmul_ternary_int8", "linear_ternary_a8", "INT8_GEMM_MIN_M"]
 # From this many rows on, the trits are expanded to int8 once (N·K bytes written and read
 # back) and a plain Triton int8 GEMM (gemm_int8; wgmma on Hopper) multiplies them,
 # instead of the kernel that expands them tile by tile; the layer runs its epilogue in it.
-INT8_GEMM_MIN_M = 64
+# Below it (M <= 8) the CUDA int8 GEMV runs where it applies.  H100 (session 9, run 13):
+# at M = 32 the tile-expanding kernel took 0.11-0.18x bf16's time, this path 0.76-0.80x;
+# at M = 16 0.37-0.71x against 0.73-0.87x.  QUIPKERN_INT8_GEMM_MIN_M overrides it.
+INT8_GEMM_MIN_M = int(os.environ.get("QUIPKERN_INT8_GEMM_MIN_M", "9"))
 
 
 def _check_matmul(q, packed):

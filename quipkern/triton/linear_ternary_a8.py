@@ -6,7 +6,7 @@ every word ((word >> 2j) & 3) to the int8 trit code − 1 in registers and feeds
 tensor cores (tl.dot, int32 accumulation) with the matching columns 16w + j of q.  Under
 Triton's interpreter the product is a broadcast sum in int32 (its dot would multiply in int8).
 
-expand_trits_int8 + gemm_int8: prefill (M >= 64 in the ops).  The trits are written once as
+expand_trits_int8 + gemm_int8: M >= 9 in the ops (below, the CUDA int8 GEMV).  The trits are written once as
 an int8 (N, K) copy (int32 words of four trits, at close to copy speed), then a plain
 int8 GEMM multiplies both operands from shared memory (TMA + wgmma on Hopper; pointer
 loads elsewhere), with scale_rows_cols's epilogue inside when the layer asks.  Expanding
@@ -201,7 +201,10 @@ def gemm_int8(q, w8, out=None, s=None, scale=None, config=None):
     common = dict(SCALED=scaled, PER_ROW=scaled and scale.shape[0] > 1)
     s_arg, scale_arg = (s, scale) if scaled else (q, q)
     if _use_tma(q, w8):
-        cfg = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=16, STAGES=4, num_warps=8)
+        if M <= 64:  # small M: weight-bound, so more and narrower column tiles
+            cfg = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=256, GROUP_M=1, STAGES=4, num_warps=4)
+        else:
+            cfg = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=16, STAGES=4, num_warps=8)
         cfg.update(config or {})  # benchmarks/probe/a8_gemm.py tries others
         from triton.tools.tensor_descriptor import TensorDescriptor
 
