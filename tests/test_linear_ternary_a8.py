@@ -38,7 +38,7 @@ def test_int8_matmul_is_exact(name, device, M, N, K):
 
 @pytest.mark.parametrize("N,K", [(5, 64), (40, 320)])
 def test_expand_trits_int8(N, K):
-    """The int8 operand of the prefill path (cuBLAS int8 GEMM) holds exactly the trits."""
+    """The int8 operand of the prefill path (gemm_int8) holds exactly the trits."""
     from quipkern import triton as qk_triton
     if not qk_triton.AVAILABLE or backend.why_not("matmul_ternary_int8", "triton", *_case(1, N, K)[::2]):
         pytest.skip("Triton cannot run here")

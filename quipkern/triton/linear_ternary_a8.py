@@ -115,7 +115,7 @@ def _store_tile(acc, out_ptr, s_ptr, scale_ptr, offs_m, offs_n, M, N, out_stride
     m_ok, n_ok = offs_m < M, offs_n < N
     out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :]
     ok = m_ok[:, None] & n_ok[None, :]
-    if SCALED:  # scale_rows_cols's epilogue, the same float32 steps: (acc · s) · scale
+    if SCALED:  # the reference's float32 steps: (acc · s) · scale, rounded once to out's dtype
         sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
         if PER_ROW:
             w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
@@ -315,19 +315,12 @@ def quantize_rows(x, bits=8):
 @triton.jit
 def _scale_kernel(acc_ptr, s_ptr, scale_ptr, out_ptr, M, N, acc_stride, out_stride,
                   PER_ROW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # the epilogue gemm_int8 runs in its own tiles, here over an int32 result in memory
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok, n_ok = offs_m < M, offs_n < N
-    ok = m_ok[:, None] & n_ok[None, :]
+    ok = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     a = tl.load(acc_ptr + offs_m[:, None].to(tl.int64) * acc_stride + offs_n[None, :], mask=ok, other=0)
-    sr = tl.load(s_ptr + offs_m, mask=m_ok, other=0.0)
-    if PER_ROW:
-        w = tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0)
-    else:
-        w = tl.load(scale_ptr + offs_n * 0)
-    y = (a.to(tl.float32) * sr[:, None]) * w[None, :]  # the reference's order: (acc · s) · scale
-    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * out_stride + offs_n[None, :],
-             y.to(out_ptr.dtype.element_ty), mask=ok)
+    _store_tile(a, out_ptr, s_ptr, scale_ptr, offs_m, offs_n, M, N, out_stride, True, PER_ROW)
 
 
 def scale_rows_cols(acc, s, scale, out):
