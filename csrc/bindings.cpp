@@ -157,6 +157,7 @@ const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x,
 }
 
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
+// scales: float16 (N, K/g), or float32 (N, 1) per row (Linear2bitParams::row_scales).
 // pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl);
 // fixed_x: Linear2bitParams::fixed_x.
 void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
@@ -172,7 +173,16 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   const int64_t N = packed.size(0), K = packed.size(1) * 16, M = x.size(0);
   QK_CHECK(x.size(1) == K, op, ": x has ", x.size(1), " columns, the weight K=", K);
   QK_CHECK(M >= 1 && M <= quipkern::kGemv2bitMaxM, op, ": M=", M, " rows; the decode kernel takes 1..16");
-  check_scales(scales, N, K, op);
+  // float32 (N, 1), rows 0 or 1 apart: one scale per row as the ternary formats store it
+  const bool row_f32 = scales.scalar_type() == at::kFloat;
+  if (row_f32) {
+    QK_CHECK(scales.dim() == 2 && scales.size(0) == N && scales.size(1) == 1 &&
+                 (scales.stride(0) == 0 || scales.stride(0) == 1),
+             op, ": float32 'scales' must be one per row, (N, 1) with rows 0 or 1 apart; got ", scales.sizes(),
+             " with strides ", scales.strides());
+  } else {
+    check_scales(scales, N, K, op);
+  }
   QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
               out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
   // group scales (and zeros) travel to shared memory as 16-byte pieces
@@ -186,7 +196,12 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.y = out.data_ptr();
   p.y_row_stride = M > 1 ? out.stride(0) : N;
   p.packed = packed.data_ptr<int32_t>();
-  p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  if (row_f32) {
+    p.row_scales = scales.data_ptr<float>();
+    p.row_scale_stride = scales.stride(0);
+  } else {
+    p.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  }
   p.zeros = zeros_ptr(zeros, scales, x, op);
   p.bias = bias_ptr(bias, x, N, op);
   p.M = int(M);

@@ -123,6 +123,11 @@ __device__ __forceinline__ void dequant_biased(uint32_t w, uint32_t (&out)[8]) {
 
 __device__ __forceinline__ float half_bits_to_float(uint16_t v) { return __half2float(__ushort_as_half(v)); }
 
+// The scale of `row` in the per-row mode (kGroup = 0): fp16 scales or fp32 row_scales.
+__device__ __forceinline__ float row_scale(const Linear2bitParams& p, int row) {
+  return p.row_scales != nullptr ? __ldg(p.row_scales + row * p.row_scale_stride) : half_bits_to_float(__ldg(p.scales + row));
+}
+
 template <typename T> __device__ __forceinline__ float to_float(T v);
 template <> __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 template <> __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -435,7 +440,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
       for (int w = 0; w < kWarps; ++w) v += red[w][tile][nt][e][lane];
       const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = 2 * t + (e & 1) + 8 * nt;
       if (row >= p.N || b >= p.M) continue;
-      if (!kGrouped) v *= half_bits_to_float(__ldg(p.scales + row));  // one scale per row
+      if (!kGrouped) v *= row_scale(p, row);  // one scale per row
       if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
       static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
     }
@@ -803,7 +808,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     const int eb = ex[b];
     if (!kGrouped) {
       const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
-      v = (v - z * float(sx[b])) * half_bits_to_float(__ldg(p.scales + row));
+      v = (v - z * float(sx[b])) * row_scale(p, row);
     }
     v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
     if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
@@ -915,8 +920,9 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
 }
 
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
-  if (p.x == nullptr || p.y == nullptr || p.packed == nullptr || p.scales == nullptr)
+  if (p.x == nullptr || p.y == nullptr || p.packed == nullptr || (p.scales == nullptr) == (p.row_scales == nullptr))
     return Status::kInvalidArgument;
+  if (p.row_scales != nullptr && (p.group_size != p.K || p.row_scale_stride < 0)) return Status::kInvalidArgument;
   if (p.M < 1 || p.M > kGemv2bitMaxM || p.N < 1 || p.K < 64 || p.K % 64) return Status::kInvalidArgument;
   if (!(p.group_size == 64 || p.group_size == 128 || p.group_size == p.K)) return Status::kUnsupported;
   if (p.x_row_stride < p.K || p.y_row_stride < p.N) return Status::kInvalidArgument;

@@ -28,6 +28,13 @@ def _gemv(M, scale_rows):
 CASES = {
     "gemv M=17": (_gemv(17, 64), "_linear_2bit_gemv_cuda: M=17 rows; the decode kernel takes 1..16"),
     "gemv scales shape": (_gemv(2, 63), "'scales' must be contiguous float16 (N, K/g)"),
+    "gemv float32 group scales": (
+        """
+        torch.ops.quipkern._linear_2bit_gemv_cuda(
+            torch.randn(1, 128, device="cuda").half(), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.ones(64, 2, device="cuda"), None, None, torch.empty(1, 64, device="cuda").half())
+        """,
+        "float32 'scales' must be one per row, (N, 1) with rows 0 or 1 apart; got (64, 2) with strides (2, 1)"),
     "dequantize out shape": (
         """
         torch.ops.quipkern._dequantize_2bit_cuda(

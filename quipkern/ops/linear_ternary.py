@@ -97,11 +97,16 @@ backend.register("linear_ternary", "reference", backend.with_out(_reference))
 
 # The ternary-2bit layout is the 2-bit layout with zero point 1 and one scale per row
 # (docs/FORMATS.md), so the 2-bit backends run it (ops/__init__.py imports linear_2bit
-# first, so its backends are registered by now): scales go to float16 (a 2^-11
-# relative rounding, inside half-precision activations' own error), zeros are 1.
-def _as_two_bit(packed, scale):
+# first, so its backends are registered by now), zeros being 1.  The CUDA GEMV reads the
+# float32 scale as it is stored (a view: no kernel runs before the GEMV, so the GEMV
+# overlaps the kernel before it, csrc/launch.cuh); the Triton kernels take float16 scales
+# (a 2^-11 relative rounding, inside half-precision activations' own error).
+def _as_two_bit(packed, scale, float32_rows=False):
     N = packed.shape[0]
-    scales = scale.to(torch.float16).expand(N).reshape(N, 1).contiguous()
+    if float32_rows:
+        scales = scale.view(-1, 1) if scale.numel() == N else scale.view(1, 1).expand(N, 1)
+    else:
+        scales = scale.to(torch.float16).expand(N).reshape(N, 1).contiguous()
     return scales, _ones_column(N, scale.device)
 
 
@@ -147,7 +152,7 @@ def _two_bit_backend(name):
 
     def run(x, packed, scale, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
             in_features, out_features, K, out=None):
-        scales, zeros = _as_two_bit(packed, scale)
+        scales, zeros = _as_two_bit(packed, scale, float32_rows=name == "cuda")
         return impl(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
                     in_features, out_features, out=out)
 
@@ -156,7 +161,7 @@ def _two_bit_backend(name):
         if packed.dtype != torch.int32:
             return "the 2-bit kernels take the ternary-2bit layout (ternary-base3 has a Triton kernel of its own)"
         if x.dtype not in (torch.float16, torch.bfloat16):
-            return f"float16 / bfloat16 activations only (the scale is rounded to float16); got {x.dtype}"
+            return f"float16 / bfloat16 activations only (the 2-bit kernels); got {x.dtype}"
         # the 2-bit backends decide on x and the weight's shape, not on scale values:
         # no need to build the float16 scales just to ask
         return backend.why_not("linear_2bit", name, x, packed, scale.view(-1, 1), None, bias, *rest)

@@ -20,7 +20,12 @@ struct Linear2bitParams {
   void* y = nullptr;              // (M, N), rows y_row_stride elements apart
   int64_t y_row_stride = 0;
   const int32_t* packed = nullptr;  // (N, K/16), 16-byte aligned
-  const uint16_t* scales = nullptr; // fp16 bits, (N, K/g)
+  const uint16_t* scales = nullptr; // fp16 bits, (N, K/g); nullptr when row_scales is given
+  // Or one fp32 scale per row (group_size == K only): row n's at row_scales[n · row_scale_stride]
+  // (stride 0: one scale for the whole tensor).  The ternary formats' scales as they are
+  // stored, so that no conversion kernel runs before the GEMV.
+  const float* row_scales = nullptr;
+  int64_t row_scale_stride = 1;
   const uint16_t* zeros = nullptr;  // fp16 bits, (N, K/g), or nullptr: symmetric grid (z = 1.5)
   const void* bias = nullptr;       // (N,) in x's dtype, or nullptr
   int M = 0, N = 0, K = 0;
