@@ -293,6 +293,54 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
   check_status(quipkern::ternary_int8_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
+// out (M, N) in x's dtype = the W1.58A8 layer's decode step in one kernel: x quantized per
+// row (Q = qmax), the exact integer product, (· s_b) · scale (+ bias) in float32
+// (ternary_a8_gemv_launch).  M <= 8, M·K <= 16384; scale float32 (N,) or (1,).
+void ternary_a8_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                          const std::optional<at::Tensor>& bias, at::Tensor& out, int64_t qmax, bool pdl) {
+  const char* op = "_ternary_a8_gemv_cuda";
+  const DType dt = check_decode_x(x, op);
+  check_cuda(packed, x, op, "packed");
+  check_cuda(scale, x, op, "scale");
+  check_cuda(out, x, op, "out");
+  const int64_t M = x.size(0), K = x.size(1);
+  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous() && packed.size(1) * 16 == K,
+           op, ": 'packed' must be a contiguous int32 (N, K/16) = (N, ", K / 16, ") tensor; got ", packed.sizes(), " ",
+           packed.scalar_type());
+  const int64_t N = packed.size(0);
+  QK_CHECK(M >= 1 && M <= quipkern::kTernaryA8GemvMaxM && K % 64 == 0 && M * K <= 16384, op, ": x of shape ",
+           x.sizes(), ": the kernel takes M = 1..", quipkern::kTernaryA8GemvMaxM,
+           " rows, K a multiple of 64 and M·K <= 16384");
+  QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
+               scale.is_contiguous(),
+           op, ": 'scale' must be contiguous float32 (N,) = (", N, ",) or (1,); got ", scale.sizes(), " ",
+           scale.scalar_type());
+  QK_CHECK(qmax == 127 || qmax == 7, op, ": qmax must be 127 (int8 activations) or 7 (int4); got ", qmax);
+  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+               out.stride(1) == 1,
+           op, ": 'out' must be (M, N) = (", M, ", ", N, ") in x's dtype with a contiguous last dim; got ",
+           out.sizes(), " ", out.scalar_type());
+  QK_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && (M == 1 || x.stride(0) % 8 == 0), op,
+           ": 'x' must start at a 16-byte aligned address with a row stride that is a multiple of 8 (a fresh tensor does)");
+  quipkern::TernaryA8Params p;
+  p.x = x.data_ptr();
+  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.y = out.data_ptr();
+  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.packed = packed.data_ptr<int32_t>();
+  p.scale = scale.data_ptr<float>();
+  p.scale_stride = scale.size(0) == 1 ? 0 : 1;
+  p.bias = bias_ptr(bias, x, N, op);
+  p.M = int(M);
+  p.N = int(N);
+  p.K = int(K);
+  p.qmax = int(qmax);
+  p.dtype = dt;
+  p.pdl = pdl;
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_status(quipkern::ternary_a8_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
+}
+
 // out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype.
 void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
                           at::Tensor& out) {
@@ -331,6 +379,8 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");
   m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out) -> ()");
+  m.def("_ternary_a8_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, int qmax, "
+        "bool pdl=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
@@ -339,6 +389,7 @@ TORCH_LIBRARY_IMPL(quipkern, CUDA, m) {
   m.impl("_dequantize_2bit_cuda", &dequantize_2bit_cuda);
   m.impl("_linear_ternary_base3_gemv_cuda", &linear_ternary_base3_gemv_cuda);
   m.impl("_ternary_int8_gemv_cuda", &ternary_int8_gemv_cuda);
+  m.impl("_ternary_a8_gemv_cuda", &ternary_a8_gemv_cuda);
 }
 
 // quipkern._C is imported for its registrations; it has no Python-level functions.

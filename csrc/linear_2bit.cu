@@ -484,6 +484,15 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // x is already int8 (q), staged as the hi plane alone (split columns) (16 bytes a slice, rows
 // xq_row_bytes apart with a pad that puts row g + 1 64 bytes of banks after row g), one mma
 // per 32 k, and the output is the exact int32 Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1).
+//
+// kA8 (ternary_a8_gemv_launch): the W1.58A8 layer's whole decode step in this kernel: x in
+// fp16/bf16 is staged as in the fixed-point mode, each row quantized in the prologue as
+// the reference does (s_b = absmax / Q, q = round half-even(x / s_b) clamped to ±Q, every
+// float32 step correctly rounded), q stored as the int8 mode's plane in the first 16
+// bytes of each 32-byte slice, and the epilogue writes (Σ (c − 1)·q · s_b) · scale_n in
+// x's dtype: the integers and float32 steps of quantize_rows + this GEMV + scale_rows_cols
+// (quipkern/triton/linear_ternary_a8.py), in one launch.  A row with a NaN or an infinity
+// gets s_b = NaN, so its outputs are NaN.
 template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
   if constexpr (sizeof(T) == 1) return K + (64 - K % 128 + 128) % 128;
   return 2 * K + 16;
@@ -567,7 +576,42 @@ __device__ __forceinline__ int int8_slice_to_plane(uint4* slot) {
                                                                           __dp4a(int(v.w), 0x01010101, 0))));
 }
 
-template <typename T, bool kAsym, int kGroup, int kTiles>
+// round_half_even(x / s) clamped to ±qmax, as if x / s were correctly rounded: from x · r
+// (r = 1/s rounded; |x·r − x/s| <= 2^-23·|x/s| <= 1.6e-5 for |x/s| <= 128), which rounds
+// to the same integer unless x/s is within that of a half-integer: then the division, as
+// also for a NaN t (r = inf for s < 2^-128, or s = NaN for a bad row, whose NaN gives
+// -qmax: never an undefined conversion).
+__device__ __forceinline__ int quantize_one(float x, float s, float r, float qmax) {
+  float t = x * r, q = rintf(t);
+  if (!(fabsf(t - q) <= 0.4999f)) q = rintf(__fdiv_rn(x, s));
+  return int(fminf(fmaxf(q, -qmax), qmax));
+}
+
+// One slice of x (16 elements of T at slot) quantized in place to the int8 plane (the
+// int8 mode's order) in slot[0]; returns Σq of the slice.  s may be NaN (a bad row).
+template <typename T>
+__device__ __forceinline__ int quantize_slice(uint4* slot, float s, float r, float qmax) {
+  const uint4 v0 = slot[0], v1 = slot[1];
+  const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+  int q[16], sum = 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float2 xf = Pair<T>::to_float2(w[i]);
+    q[2 * i] = quantize_one(xf.x, s, r, qmax);
+    q[2 * i + 1] = quantize_one(xf.y, s, r, qmax);
+  }
+  uint32_t plane[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {  // register j: columns j, j + 4, j + 8, j + 12
+    plane[j] = (uint32_t(q[j]) & 0xffu) | (uint32_t(q[j + 4]) & 0xffu) << 8 | (uint32_t(q[j + 8]) & 0xffu) << 16 |
+               uint32_t(q[j + 12]) << 24;
+    sum += q[j] + q[j + 4] + q[j + 8] + q[j + 12];
+  }
+  slot[0] = make_uint4(plane[0], plane[1], plane[2], plane[3]);
+  return sum;
+}
+
+template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false>
 __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     gemv_2bit_x16_kernel(const Linear2bitParams p) {
   constexpr bool kGrouped = kGroup != 0;
@@ -587,7 +631,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   uint16_t* szr = ssc + kRows * G;
   char* xq = reinterpret_cast<char*>(ssc) + gemv_scale_bytes(p.K, kGroup, kAsym, kTiles);
   constexpr bool kInt8 = sizeof(T) == 1;  // q int8 in, exact int32 out (see above)
-  static_assert(!kInt8 || (!kGrouped && !kAsym), "the int8 mode has no scales");
+  constexpr bool kIntX = kInt8 || kA8;    // x as one int8 plane: exact int32 sums
+  static_assert(!kIntX || (!kGrouped && !kAsym), "the int8 modes have no group scales");
+  static_assert(!(kInt8 && kA8), "kA8 takes fp16/bf16 x");
   const int xrow = xq_row_bytes<T>(p.K);
   int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [kXRows][S]
   uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXRows * S);
@@ -644,9 +690,14 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       uint32_t m = 0;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * kXRows + threadIdx.x]);
-      // max·2^e in [2^13, 2^14): e = 13 − exponent(max); capped so that 2^e stays a normal
-      // float (only rows below 2^-113 lose bits).  A zero row takes e = 0.
-      ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(13 - (int(m >> 23) - 127), 126);
+      if constexpr (kA8) {  // s_b = absmax / Q (1 for a zero row, NaN for a bad one), as float bits
+        const float s = m >= 0x7f800000u ? __uint_as_float(0x7fc00000u) : m == 0 ? 1.f : __fdiv_rn(__uint_as_float(m), p.act_qmax);
+        ex[threadIdx.x] = __float_as_int(s);
+      } else {
+        // max·2^e in [2^13, 2^14): e = 13 − exponent(max); capped so that 2^e stays a normal
+        // float (only rows below 2^-113 lose bits).  A zero row takes e = 0.
+        ex[threadIdx.x] = m >= 0x7f800000u ? kBadRow : m == 0 ? 0 : min(13 - (int(m >> 23) - 127), 126);
+      }
     }
     __syncthreads();
   }
@@ -656,7 +707,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   // hold its slices.
   for (int b = 0; b < p.M; ++b) {
     float scale = 0.f;
-    if constexpr (!kInt8) scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
+    if constexpr (kA8) scale = __int_as_float(ex[b]);
+    else if constexpr (!kInt8) scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
     const int slices = p.K / 16;
     for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
       const int q = q0 + lane;
@@ -665,6 +717,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + (kInt8 ? 16 : 32) * q);
         if constexpr (kInt8)
           sum = int8_slice_to_plane(slot);
+        else if constexpr (kA8)
+          sum = quantize_slice<T>(slot, scale, __frcp_rn(scale), p.act_qmax);
         else
           sum = fixed_point_slice<T>(slot, scale);
       }
@@ -683,12 +737,12 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   // The main loop, for paired or split columns (see the header).  A chunk always runs all
   // kUnits units, without a branch between them: units past K have zero codes (the ring
   // zero-fills them) and read x of the last unit, and only their group closes are skipped.
-  const bool paired = !kInt8 && p.M <= kXRows / 2;
+  const bool paired = !kIntX && p.M <= kXRows / 2;
   constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
   float acc[kTiles][4] = {};
   auto main_loop = [&](auto paired_c) {
     constexpr bool kPaired = decltype(paired_c)::value;
-    constexpr bool kSplitLo = !kInt8 && !kPaired;  // a second plane, a second mma
+    constexpr bool kSplitLo = !kIntX && !kPaired;  // a second plane, a second mma
     const int xb = kPaired ? g >> 1 : g;            // lane's batch row in B (its column g)
     const bool xok = xb < p.M;
     const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
@@ -765,7 +819,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          if constexpr (kInt8)
+          if constexpr (kIntX)
             acc[tile][e] = float(chi[tile][e]);
           else if constexpr (kPaired)
             acc[tile][e] = e & 1 ? 0.f : fmaf(256.f, float(chi[tile][e]), float(chi[tile][e + 1]));
@@ -774,7 +828,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         }
     }
   };
-  if constexpr (kInt8) {
+  if constexpr (kIntX) {
     main_loop(std::false_type{});
   } else {
     if (paired)
@@ -804,6 +858,10 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     if (row >= p.N || b >= p.M) continue;
     if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
       static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = int(v) - sx[b];
+    } else if constexpr (kA8) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
+      float r = (float(int(v) - sx[b]) * __int_as_float(ex[b])) * row_scale(p, row);
+      if (p.bias != nullptr) r += to_float(load_cg(static_cast<const T*>(p.bias) + row));
+      static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(r);
     } else {
     const int eb = ex[b];
     if (!kGrouped) {
@@ -897,6 +955,16 @@ Status launch_typed(const Linear2bitParams& p, cudaStream_t stream) {
   return p.M <= 8 ? launch_nt<T, 1>(p, stream) : launch_nt<T, 2>(p, stream);
 }
 
+// The W1.58A8 decode step (kA8), row tiles as in launch_tiles.
+template <typename T>
+Status launch_a8(const Linear2bitParams& p, cudaStream_t stream) {
+  if (p.N >= 8192)
+    return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2), 2,
+                                                                    true, stream);
+  return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 1), 1,
+                                                                  true, stream);
+}
+
 }  // namespace
 
 Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream) {
@@ -917,6 +985,37 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   p.K = t.K;
   p.group_size = t.K;
   return launch_tiles<int8_t, 1, false, 0, true>(p, stream);
+}
+
+Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
+  if (t.x == nullptr || t.y == nullptr || t.packed == nullptr || t.scale == nullptr) return Status::kInvalidArgument;
+  if (t.M < 1 || t.M > kTernaryA8GemvMaxM || t.N < 1 || t.K < 64 || t.K % 64 || !x_in_smem(t.M, t.K))
+    return Status::kInvalidArgument;
+  if (!(t.qmax == 127 || t.qmax == 7) || t.scale_stride < 0) return Status::kInvalidArgument;
+  if (t.x_row_stride < t.K || t.x_row_stride % 8 || t.y_row_stride < t.N) return Status::kInvalidArgument;
+  if (reinterpret_cast<uintptr_t>(t.x) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
+  if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
+  Linear2bitParams p;  // the kernel's parameters: one "group" a row, fp32 row scales
+  p.x = t.x;
+  p.x_row_stride = t.x_row_stride;
+  p.y = t.y;
+  p.y_row_stride = t.y_row_stride;
+  p.packed = t.packed;
+  p.row_scales = t.scale;
+  p.row_scale_stride = t.scale_stride;
+  p.bias = t.bias;
+  p.M = t.M;
+  p.N = t.N;
+  p.K = t.K;
+  p.group_size = t.K;
+  p.dtype = t.dtype;
+  p.pdl = t.pdl;
+  p.act_qmax = float(t.qmax);
+  switch (t.dtype) {
+    case DType::kF16: return launch_a8<__half>(p, stream);
+    case DType::kBF16: return launch_a8<__nv_bfloat16>(p, stream);
+    default: return Status::kUnsupported;
+  }
 }
 
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {

@@ -58,6 +58,20 @@ CASES = {
             torch.empty(2, 16, device="cuda").half(), 160)
         """,
         "'packed' must be a contiguous uint8 (N, 16·ceil(K/80)) = (N, 32) tensor; got (16, 16)"),
+    "ternary a8 M·K": (
+        """
+        torch.ops.quipkern._ternary_a8_gemv_cuda(
+            torch.randn(2, 16384, device="cuda").half(), torch.zeros(64, 1024, dtype=torch.int32, device="cuda"),
+            torch.ones(64, device="cuda"), None, torch.empty(2, 64, device="cuda").half(), 127)
+        """,
+        "_ternary_a8_gemv_cuda: x of shape (2, 16384): the kernel takes M = 1..8 rows, K a multiple of 64 and M·K <= 16384"),
+    "ternary a8 qmax": (
+        """
+        torch.ops.quipkern._ternary_a8_gemv_cuda(
+            torch.randn(1, 128, device="cuda").half(), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.ones(64, device="cuda"), None, torch.empty(1, 64, device="cuda").half(), 100)
+        """,
+        "_ternary_a8_gemv_cuda: qmax must be 127 (int8 activations) or 7 (int4); got 100"),
     "ternary int8 M=9": (
         """
         torch.ops.quipkern._ternary_int8_gemv_cuda(

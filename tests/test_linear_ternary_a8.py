@@ -296,3 +296,50 @@ def test_layer_default_dispatch_is_the_reference(M, bits):
     r = ref.linear_ternary_a8(x, packed, scale, None, act_bits=bits)
     y = quipkern.linear_ternary_a8(x.cuda(), packed.cuda(), scale.cuda(), None, act_bits=bits)
     assert torch.equal(y.cpu(), r)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 16384), (2, 4099, 8192), (3, 300, 1024), (8, 4099, 2048),
+                                   (5, 33, 64)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_fused_a8_gemv_is_the_three_kernels(M, N, K, dtype):
+    """The one-kernel decode step (_ternary_a8_gemv_cuda) writes exactly what Triton's
+    row quantization + the CUDA int8 GEMV + Triton's epilogue write, for both act_bits,
+    per-row and per-tensor scales, a zero row, a row of ties, a row of tiny values and a
+    strided x; a row with a NaN or an
+    infinity gives NaN; with a bias it is the float64 reference's layer."""
+    if "cuda" not in backend.available("matmul_ternary_int8"):
+        pytest.skip("the CUDA extension is not built")
+    from quipkern.triton import linear_ternary_a8 as tl_a8
+    g = torch.Generator().manual_seed(M * N + K)
+    packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), generator=g, dtype=torch.int32).cuda()
+    wide = (torch.randn(M, K + 64, generator=g) * 3).to(dtype).cuda()
+    x = wide[:, :K]
+    if M > 2:  # a zero row; a row of ties (x / s = k + 1/2 with s = 1 at Q = 127: half to even)
+        x[1] = 0
+        x[2] = (torch.randint(-126, 126, (K,), generator=g) + 0.5).to(dtype).cuda()
+        x[2, 0] = 127
+    if M > 3 and dtype == torch.bfloat16:  # s below 2^-128: 1/s overflows
+        x[3] = x[3] * 1e-38
+    for bits in (8, 4):
+        for scale in (torch.rand(N, generator=g) * 0.02 + 0.01, torch.rand(1, generator=g) + 0.5):
+            scale = scale.cuda()
+            out = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")  # poison
+            torch.ops.quipkern._ternary_a8_gemv_cuda(x, packed, scale, None, out, 2 ** (bits - 1) - 1, False)
+            q, s = tl_a8.quantize_rows(x.contiguous(), bits)
+            ints = backend.implementation("matmul_ternary_int8", "cuda")(q, packed)
+            want = tl_a8.scale_rows_cols(ints, s, scale, torch.empty_like(out))
+            assert torch.equal(out, want), f"bits={bits}, scale {tuple(scale.shape)}"
+    bias = torch.randn(N, generator=g).to(dtype).cuda()
+    scale = (torch.rand(N, generator=g) * 0.02 + 0.01).cuda()
+    out = torch.empty(M, N, dtype=dtype, device="cuda")
+    torch.ops.quipkern._ternary_a8_gemv_cuda(x, packed, scale, bias, out, 127, False)
+    r = ref.linear_ternary_a8(x.cpu().double(), packed.cpu(), scale.cpu(), bias.cpu().double())
+    assert rel_err(out.cpu(), r) < 1e-2
+    bad = x.clone()
+    bad[0, 5] = float("nan")
+    bad[-1, 7] = float("inf")
+    torch.ops.quipkern._ternary_a8_gemv_cuda(bad, packed, scale, None, out, 127, False)
+    assert out[0].isnan().all() and out[-1].isnan().all()
+    if M > 2:
+        assert torch.isfinite(out[1:-1]).all()

@@ -11,7 +11,10 @@ Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CU
 int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or from
 INT8_GEMM_MIN_M (9) rows a Triton int8 GEMM on expanded trits, which then also runs the
 epilogue's row scale · weight scale) and a float epilogue (row scale · weight scale,
-output transform, bias).  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
+output transform, bias).  At decode sizes on CUDA (A8_GEMV_MAX_M rows, M·K <= 16384) the
+quantization, the integer product and the scales are one kernel instead
+(_ternary_a8_gemv_cuda, csrc/linear_2bit.cu's kA8 mode): the same integers and float32
+steps as the three.  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
 multiplied by the same exact integer kernel; BitNet v2 / a4.8's A4 after the Hadamard
 transform).  Arguments as in ops/linear_ternary.py; inference only (no autograd: the
 rounding has no useful gradient).
@@ -109,6 +112,16 @@ if _ext.AVAILABLE:
 
     backend.register("matmul_ternary_int8", "cuda", _cuda_matmul, _cuda_supports)
 
+# Decode on CUDA: quantization + integer GEMV + scales (+ bias) as one kernel (the kA8 mode
+# of csrc/linear_2bit.cu), x staged in shared memory in its own dtype: M·K <= 16384.
+A8_GEMV_MAX_M = 8
+
+
+def _fused_a8_gemv(x2, K) -> bool:
+    M = x2.shape[0]
+    return (_ext.AVAILABLE and x2.is_cuda and x2.dtype in (torch.float16, torch.bfloat16) and M <= A8_GEMV_MAX_M
+            and K % 64 == 0 and M * K <= 16384 and backend.forced_backend() in (None, "cuda"))
+
 
 def _triton_steps(x2) -> bool:
     """Whether the layer's quantization and epilogue run as Triton kernels (bit-identical
@@ -159,20 +172,28 @@ def linear_ternary_a8(
         return x.new_empty((*x.shape[:-1], n_out))
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
 
-    def int_matmul(x2, _bias, o):  # never handed the bias (fuse_bias=False): it is added after the cut
+    def int_matmul(x2, b, o):  # b: the bias, when the result is final and b is in x's dtype
+        if o is None:
+            o = torch.empty(x2.shape[0], N, dtype=x.dtype, device=x.device)
+        if _fused_a8_gemv(x2, K):
+            if x2.data_ptr() % 16 or (x2.shape[0] > 1 and x2.stride(0) % 8):
+                x2 = x2.clone(memory_format=torch.contiguous_format)
+            torch.ops.quipkern._ternary_a8_gemv_cuda(x2, packed, scale, b, o, 2 ** (act_bits - 1) - 1, transform_in)
+            return o
         if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
             q, s = _tl.quantize_rows(x2, act_bits)
-            if o is None:
-                o = torch.empty(x2.shape[0], N, dtype=x.dtype, device=x.device)
             if x2.shape[0] >= INT8_GEMM_MIN_M:  # prefill: the epilogue inside the GEMM
-                return _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
-            return _tl.scale_rows_cols(matmul_ternary_int8(q, packed), s, scale.float().contiguous(), o)
-        q, s = _ref.quantize_act_rows(x2, act_bits)
-        y = matmul_ternary_int8(q, packed).to(acc) * s.to(acc)
-        return torch.mul(y, scale.to(acc), out=o) if o is not None else (y * scale.to(acc)).to(x.dtype)
+                _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
+            else:
+                _tl.scale_rows_cols(matmul_ternary_int8(q, packed), s, scale.float().contiguous(), o)
+        else:
+            q, s = _ref.quantize_act_rows(x2, act_bits)
+            y = matmul_ternary_int8(q, packed).to(acc) * s.to(acc)
+            torch.mul(y, scale.to(acc), out=o)
+        return o.add_(b) if b is not None else o
 
     return composed_forward(x, N, K, n_out, bias, q_in, signs_in, q_out, signs_out, transform_in, transform_out,
-                            int_matmul, fuse_bias=False)
+                            int_matmul, fuse_bias=bias is not None and bias.dtype == x.dtype)
 
 
 @linear_ternary_a8.register_fake

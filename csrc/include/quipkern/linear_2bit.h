@@ -44,6 +44,8 @@ struct Linear2bitParams {
   // op sets it for M = 1.
   // false: fp16/bf16 mma on x as it is (the kernel used at M > 8 and for larger x).
   bool fixed_x = true;
+  // Set only by ternary_a8_gemv_launch (below): Q of the in-kernel activation quantization.
+  float act_qmax = 0.f;
 };
 
 constexpr int kGemv2bitMaxM = 16;
@@ -66,5 +68,31 @@ struct TernaryInt8Params {
 constexpr int kTernaryInt8GemvMaxM = 8;
 
 Status ternary_int8_gemv_launch(const TernaryInt8Params& p, cudaStream_t stream);
+
+// The W1.58A8 layer's decode step in one kernel (docs/FORMATS.md, "Ternary weights", 2-bit
+// packing): each row of x quantized as the reference does, then the exact integer product
+// and the scales,
+//   s_b = max_k |x[b, k]| / Q (1 for a zero row),  q = clamp(round_half_even(x / s_b), ±Q)
+//   y[b, n] = (sum_k q[b, k] · (c[n, k] − 1)) · s_b · scale[n] (+ bias[n])
+// every step in float32, correctly rounded, and y rounded once to x's dtype.  A row with a
+// NaN or an infinity gives NaN outputs.  M·K <= 16384 (x is staged in shared memory).
+struct TernaryA8Params {
+  const void* x = nullptr;          // (M, K) fp16/bf16, rows x_row_stride elements apart (a multiple of 8), 16-byte aligned
+  int64_t x_row_stride = 0;
+  void* y = nullptr;                // (M, N) in x's dtype, rows y_row_stride elements apart
+  int64_t y_row_stride = 0;
+  const int32_t* packed = nullptr;  // (N, K/16), 16-byte aligned
+  const float* scale = nullptr;     // row n's scale at scale[n · scale_stride] (stride 0: per tensor)
+  int64_t scale_stride = 1;
+  const void* bias = nullptr;       // (N,) in x's dtype, or nullptr
+  int M = 0, N = 0, K = 0;
+  int qmax = 127;                   // 127 (A8) or 7 (A4, held in int8)
+  DType dtype = DType::kBF16;
+  bool pdl = false;                 // as Linear2bitParams::pdl
+};
+
+constexpr int kTernaryA8GemvMaxM = 8;
+
+Status ternary_a8_gemv_launch(const TernaryA8Params& p, cudaStream_t stream);
 
 }  // namespace quipkern
