@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FORMATS = ("bf16", "2bit", "2bit-notransform", "ternary-2bit")
+FORMATS = ("bf16", "2bit", "2bit-notransform", "ternary-2bit", "ternary-a8")
 
 
 @dataclasses.dataclass
@@ -152,7 +152,8 @@ def init_random(model: Decoder, seed: int = 0) -> None:
 
 def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
     """Swap the blocks' Linear layers for quipkern layers of format `fmt` holding random
-    codes (2-bit: g = 128 scales; ternary: per-row scale, ternary-2bit layout)."""
+    codes (2-bit: g = 128 scales; ternary: per-row scale, ternary-2bit layout; ternary-a8:
+    the same weights with int8 activations, W1.58A8)."""
     from quipkern import QuipLinear, TernaryLinear
     from quipkern.formats import pack_ternary_2bit
 
@@ -172,7 +173,8 @@ def quantize_blocks(model: Decoder, fmt: str, seed: int = 0) -> None:
                 # code c of a row dequantizes to (c - 1.5)·s; s keeps rows at unit gain
                 layer.scales.fill_(1.0 / math.sqrt(1.25 * lin.in_features))
             else:
-                layer = TernaryLinear(lin.in_features, lin.out_features, False, layout="2bit", **kw)
+                layer = TernaryLinear(lin.in_features, lin.out_features, False, layout="2bit",
+                                      act_bits=8 if fmt == "ternary-a8" else None, **kw)
                 trits = torch.randint(0, 3, (layer.packed.shape[0], layer.packed.shape[1] * 16), generator=g)
                 layer.packed.copy_(pack_ternary_2bit(trits - 1))
                 layer.scale.fill_(1.0 / math.sqrt(0.67 * lin.in_features))
