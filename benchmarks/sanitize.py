@@ -90,11 +90,23 @@ if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
         fn(x, packed, scale, torch.randn(N, device="cuda", dtype=torch.bfloat16), None, None, None, None, False,
            False, K, N, K)
 if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
+    from quipkern.formats import pack_ternary_2bit
+
     fn = backend.implementation("matmul_ternary_int8", "cuda")
     # the W1.58A8 decode GEMV: one and two row tiles, partial chunks, a strided q
     for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         q = torch.randint(-127, 128, (M, K + 64), dtype=torch.int8, device="cuda")[:, :K]
         fn(q, packed)
+    # the one-kernel A8 step (kA8): both tile variants, a strided x, per-row and per-tensor
+    # scales, the ternary layer's fp32 row scales on the 2-bit GEMV
+    for N, K, M, per_row in ((37, 64, 1, True), (8200, 1024, 3, False), (300, 2048, 8, True), (20, 320, 5, False)):
+        packed = pack_ternary_2bit(torch.randint(-1, 2, (N, K))).cuda()
+        x = torch.randn(M, K + 64, device="cuda", dtype=torch.bfloat16)[:, :K]
+        scale = torch.rand(N if per_row else 1, device="cuda")
+        out = torch.empty(M, N, device="cuda", dtype=x.dtype)
+        torch.ops.quipkern._ternary_a8_gemv_cuda(x, packed, scale, torch.randn(N, device="cuda").to(x.dtype), out,
+                                                 127, False)
+        quipkern.linear_ternary(x, packed, scale, None, in_features=K, out_features=N)
 torch.cuda.synchronize()
 print("sanitize: all kernels ran")
