@@ -18,12 +18,9 @@
 //     bias with load_cg / load_cg16 (below) or cp.async.cg, never through __ldg;
 //   * it may call pdl_launch_dependents() at any point, which only lets the next PDL
 //     kernel be scheduled; that one still waits in its pdl_wait() for this grid to
-//     complete and its writes to be visible.  Every kernel here calls it right after its
-//     pdl_wait(), so that the kernel after it streams its weights meanwhile.  A dependent
-//     scheduled that early holds SM slots while it waits, but the trigger fires only once
-//     every block of this grid has issued it, so no block of this grid can be kept off an
-//     SM.  The GEMV triggered after its main loop until session 10; triggering at once
-//     made back-to-back PDL GEMVs 6-21 % faster at M = 1 (H100, benchmarks/RESULTS.md).
+//     complete and its writes to be visible.  The transform calls it at its start (it is
+//     short, and the GEMV after it should stream weights meanwhile); the GEMV after its
+//     main loop, so that a dependent does not sit on SM slots for the whole GEMV.
 // A predecessor that is not PDL-aware (any PyTorch kernel) triggers at its exit, so the
 // ordering is then the plain stream order.  QUIPKERN_PDL=0 in the environment turns PDL
 // off (read once per process), e.g. to measure what it gains.

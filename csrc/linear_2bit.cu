@@ -286,7 +286,6 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
   for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   // Weights only up to here (launch.cuh): with PDL the predecessor (T_in) may still run.
   pdl_wait();
-  pdl_launch_dependents();  // right away: a dependent's weight loads may start now (launch.cuh)
   if constexpr (xs) {  // all of x, in a commit group of its own after the first chunks (rows 16-byte aligned: checked at launch)
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(xsm));
     const int per_row = p.K / 8;
@@ -416,6 +415,9 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
     }
     __syncwarp();  // every lane is done with this stage before it is refilled
   }
+  // The next kernel (T_out) may be scheduled now, to be resident when this grid ends.  Not
+  // earlier: a dependent scheduled early sits on SM slots while it waits (launch.cuh).
+  pdl_launch_dependents();
   cp_async_wait<0>();
 
   // reduce the warps' partial sums (in the rings' space, now free)
@@ -649,7 +651,6 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   pdl_wait();  // weights only up to here (launch.cuh)
-  pdl_launch_dependents();  // right away: a dependent's weight loads may start now (launch.cuh)
   {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q, int8: 16q)
     constexpr int kPer = 16 / sizeof(T);                        // elements a 16-byte piece
     constexpr int kMaxPieces = kXSmemMaxBytes / 16 / (kWarps * 32);  // a thread's: the launch keeps x <= 32 KB
@@ -836,6 +837,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     else
       main_loop(std::false_type{});
   }
+  pdl_launch_dependents();
   cp_async_wait<0>();
 
   __syncthreads();  // reduce the warps' partial sums (in the rings' space, now free)
