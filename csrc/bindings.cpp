@@ -156,6 +156,30 @@ const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x,
   return bias->data_ptr();
 }
 
+// The ternary formats' scale: float32 (N,) per row or (1,) per tensor, contiguous.
+void check_ternary_scale(const at::Tensor& scale, int64_t N, const char* op) {
+  QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
+               scale.is_contiguous(),
+           op, ": 'scale' must be contiguous float32 (N,) = (", N, ",) or (1,); got ", scale.sizes(), " ",
+           scale.scalar_type());
+}
+
+// A ternary-2bit weight for K input columns: contiguous int32 (N, K/16); returns N.
+int64_t check_ternary_2bit_packed(const at::Tensor& packed, int64_t K, const char* op) {
+  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous() && packed.size(1) * 16 == K,
+           op, ": 'packed' must be a contiguous int32 (N, K/16) = (N, ", K / 16, ") tensor; got ", packed.sizes(), " ",
+           packed.scalar_type());
+  return packed.size(0);
+}
+
+// A decode kernel's output: (M, N) in x's dtype with a contiguous last dim.
+void check_out_like_x(const at::Tensor& out, const at::Tensor& x, int64_t M, int64_t N, const char* op) {
+  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+               out.stride(1) == 1,
+           op, ": 'out' must be (M, N) = (", M, ", ", N, ") in x's dtype with a contiguous last dim; got ",
+           out.sizes(), " ", out.scalar_type());
+}
+
 // out[:M, :N] = x @ W^T (+ bias) for the 2-bit weight (packed, scales, zeros); M <= 16.
 // scales: float16 (N, K/g), or float32 (N, 1) per row (Linear2bitParams::row_scales).
 // pdl: the kernel before it on the stream is quipkern's rht (Linear2bitParams::pdl);
@@ -183,8 +207,7 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   } else {
     check_scales(scales, N, K, op);
   }
-  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
-              out.stride(1) == 1, op, ": 'out' must be (M, N) in x's dtype with a contiguous last dim");
+  check_out_like_x(out, x, M, N, op);
   // group scales (and zeros) travel to shared memory as 16-byte pieces
   QK_CHECK(scales.size(1) == 1 || reinterpret_cast<uintptr_t>(scales.data_ptr()) % 16 == 0, op,
               ": 'scales' (", scales.sizes(), ") must start at a 16-byte aligned address (a fresh tensor does)");
@@ -233,13 +256,8 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
            op, ": 'packed' must be a contiguous uint8 (N, 16·ceil(K/80)) = (N, ", 16 * ((K + 79) / 80),
            ") tensor; got ", packed.sizes(), " ", packed.scalar_type());
   const int64_t N = packed.size(0);
-  QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
-               scale.is_contiguous(),
-           op, ": 'scale' must be contiguous float32 (N,) or (1,); got ", scale.sizes(), " ", scale.scalar_type());
-  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
-               out.stride(1) == 1,
-           op, ": 'out' must be (M, N) = (", M, ", ", N, ") in x's dtype with a contiguous last dim; got ",
-           out.sizes(), " ", out.scalar_type());
+  check_ternary_scale(scale, N, op);
+  check_out_like_x(out, x, M, N, op);
   QK_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0 && (M == 1 || x.stride(0) % 2 == 0), op,
            ": 'x' must start at a 4-byte aligned address with an even row stride (a fresh tensor does)");
   quipkern::LinearTernaryBase3Params p;
@@ -268,10 +286,7 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
   check_cuda(packed, q, op, "packed");
   check_cuda(out, q, op, "out");
   const int64_t M = q.size(0), K = q.size(1);
-  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous() && packed.size(1) * 16 == K,
-           op, ": 'packed' must be a contiguous int32 (N, K/16) = (N, ", K / 16, ") tensor; got ", packed.sizes(), " ",
-           packed.scalar_type());
-  const int64_t N = packed.size(0);
+  const int64_t N = check_ternary_2bit_packed(packed, K, op);
   QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0 && M * K <= 32768, op, ": q of shape ",
            q.sizes(), ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM,
            " rows, K a multiple of 64 and M·K <= 32768");
@@ -304,22 +319,13 @@ void ternary_a8_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const a
   check_cuda(scale, x, op, "scale");
   check_cuda(out, x, op, "out");
   const int64_t M = x.size(0), K = x.size(1);
-  QK_CHECK(packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous() && packed.size(1) * 16 == K,
-           op, ": 'packed' must be a contiguous int32 (N, K/16) = (N, ", K / 16, ") tensor; got ", packed.sizes(), " ",
-           packed.scalar_type());
-  const int64_t N = packed.size(0);
+  const int64_t N = check_ternary_2bit_packed(packed, K, op);
   QK_CHECK(M >= 1 && M <= quipkern::kTernaryA8GemvMaxM && K % 64 == 0 && M * K <= 16384, op, ": x of shape ",
            x.sizes(), ": the kernel takes M = 1..", quipkern::kTernaryA8GemvMaxM,
            " rows, K a multiple of 64 and M·K <= 16384");
-  QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
-               scale.is_contiguous(),
-           op, ": 'scale' must be contiguous float32 (N,) = (", N, ",) or (1,); got ", scale.sizes(), " ",
-           scale.scalar_type());
+  check_ternary_scale(scale, N, op);
   QK_CHECK(qmax == 127 || qmax == 7, op, ": qmax must be 127 (int8 activations) or 7 (int4); got ", qmax);
-  QK_CHECK(out.scalar_type() == x.scalar_type() && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
-               out.stride(1) == 1,
-           op, ": 'out' must be (M, N) = (", M, ", ", N, ") in x's dtype with a contiguous last dim; got ",
-           out.sizes(), " ", out.scalar_type());
+  check_out_like_x(out, x, M, N, op);
   QK_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && (M == 1 || x.stride(0) % 8 == 0), op,
            ": 'x' must start at a 16-byte aligned address with a row stride that is a multiple of 8 (a fresh tensor does)");
   quipkern::TernaryA8Params p;
