@@ -3,8 +3,10 @@
 // Two kernels share the work split, the pipeline and the rings described here:
 //   gemv_2bit_kernel      fp16/bf16 mma on x as it is (M <= 16; below);
 //   gemv_2bit_x16_kernel  int8 mma on x in 15-bit fixed point, where x fits in shared
-//                         memory (M <= 8, M·K·2 <= 32 KB; Linear2bitParams::fixed_x), and
-//                         with int8 x the W1.58A8 decode GEMV (its header, further down).
+//                         memory (M <= 8, M·K·2 <= 32 KB; Linear2bitParams::fixed_x); with
+//                         int8 x the W1.58A8 decode GEMV, and in its kA8 mode the whole
+//                         W1.58A8 decode step (x quantized in the prologue; its header,
+//                         further down).
 //
 // Weights are the A operand of mma.m16n8k16 (16 output rows × 16 k), the M <= 16 rows of
 // x the B operand (one or two n8 tiles), so even M = 1 runs on tensor cores and the
