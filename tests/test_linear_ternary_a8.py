@@ -306,8 +306,8 @@ def test_cuda_fused_a8_gemv_is_the_three_kernels(M, N, K, dtype):
     """The one-kernel decode step (_ternary_a8_gemv_cuda) writes exactly what Triton's
     row quantization + the CUDA int8 GEMV + Triton's epilogue write, for both act_bits,
     per-row and per-tensor scales, a zero row, a row of ties, a row of tiny values and a
-    strided x; a row with a NaN or an
-    infinity gives NaN; with a bias it is the float64 reference's layer."""
+    strided x; a row with a NaN or an infinity gives NaN; with a bias it is the float64
+    reference's layer."""
     if "cuda" not in backend.available("matmul_ternary_int8"):
         pytest.skip("the CUDA extension is not built")
     from quipkern.triton import linear_ternary_a8 as tl_a8
