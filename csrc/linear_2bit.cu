@@ -927,9 +927,11 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
 // the 8192² grid against 16 MB of weights), so halving the blocks halves the L2 traffic
 // that bounds those sizes if the estimate holds (128 MB at ~5.5 TB/s of L2 ≈ 23 µs; the
 // kernel takes 24.6 µs at 8192², M = 16).
+inline bool two_row_tiles(int N) { return N >= 8192; }
+
 template <typename T, int NT, bool kAsym, int kGroup, bool kXs>
 Status launch_tiles(const Linear2bitParams& p, cudaStream_t stream) {
-  if (p.N >= 8192) return launch_kernel<T, NT, kAsym, kGroup, 2, kXs>(p, stream);
+  if (two_row_tiles(p.N)) return launch_kernel<T, NT, kAsym, kGroup, 2, kXs>(p, stream);
   return launch_kernel<T, NT, kAsym, kGroup, 1, kXs>(p, stream);
 }
 
@@ -962,7 +964,7 @@ Status launch_typed(const Linear2bitParams& p, cudaStream_t stream) {
 // The W1.58A8 decode step (kA8), row tiles as in launch_tiles.
 template <typename T>
 Status launch_a8(const Linear2bitParams& p, cudaStream_t stream) {
-  if (p.N >= 8192)
+  if (two_row_tiles(p.N))
     return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2), 2,
                                                                     true, stream);
   return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 1), 1,
