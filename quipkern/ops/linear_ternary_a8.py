@@ -11,7 +11,7 @@ Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CU
 int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or from
 INT8_GEMM_MIN_M (9) rows a Triton int8 GEMM on expanded trits, which then also runs the
 epilogue's row scale · weight scale) and a float epilogue (row scale · weight scale,
-output transform, bias).  At decode sizes on CUDA (A8_GEMV_MAX_M rows, M·K <= 16384) the
+output transform, bias).  At decode on CUDA (A8_GEMV_MAX_M = 1 row, K <= 16384) the
 quantization, the integer product and the scales are one kernel instead
 (_ternary_a8_gemv_cuda, csrc/linear_2bit.cu's kA8 mode): the same integers and float32
 steps as the three.  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
@@ -113,8 +113,13 @@ if _ext.AVAILABLE:
     backend.register("matmul_ternary_int8", "cuda", _cuda_matmul, _cuda_supports)
 
 # Decode on CUDA: quantization + integer GEMV + scales (+ bias) as one kernel (the kA8 mode
-# of csrc/linear_2bit.cu), x staged in shared memory in its own dtype: M·K <= 16384.
-A8_GEMV_MAX_M = 8
+# of csrc/linear_2bit.cu), x staged in shared memory in its own dtype: M·K <= 16384, up to
+# A8_GEMV_MAX_M rows.  Every block of that kernel quantizes all of x, so from 2 rows it
+# lost to the three kernels on the larger shapes (H100, session 11: M = 2 at 28672×8192
+# 45.7 µs against 32.2, at 14336×4096 16.9 against 15.6; at 4096² it won, 8.5 against
+# 9.9); at M = 1 it wins (4096² 7.1 against 9.5 µs, 4096×11008 11.4 against 18.6) or ties.
+# QUIPKERN_A8_GEMV_MAX_M overrides it (0: always the three kernels).
+A8_GEMV_MAX_M = int(os.environ.get("QUIPKERN_A8_GEMV_MAX_M", "1"))
 
 
 def _fused_a8_gemv(x2, K) -> bool:
