@@ -60,6 +60,11 @@
 namespace quipkern {
 namespace {
 
+// What the kernels take: the public parameters and what only this file's launches set.
+struct GemvParams : Linear2bitParams {
+  float act_qmax = 0.f;  // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
+};
+
 constexpr int kWarps = 8;
 constexpr int kUnits = 4;   // units of K in a warp's chunk: 64 contiguous bytes of each of its 16 rows
 constexpr int kStages = 3;  // chunks a warp has in its shared-memory ring: 2 on their way while it computes one
@@ -260,7 +265,7 @@ size_t gemv_smem_bytes(int M, int K, int kGroup, bool asym, int tiles, bool xs) 
 // keep the registers of the global-x path).
 template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
 __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3)
-    gemv_2bit_kernel(const Linear2bitParams p) {
+    gemv_2bit_kernel(const GemvParams p) {
   using O = Ops<T>;
   constexpr bool kGrouped = kGroup != 0;
   constexpr int kRows = 16 * kTiles;  // rows of the block
@@ -617,7 +622,7 @@ __device__ __forceinline__ int quantize_slice(uint4* slot, float s, float r, flo
 
 template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false>
 __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
-    gemv_2bit_x16_kernel(const Linear2bitParams p) {
+    gemv_2bit_x16_kernel(const GemvParams p) {
   constexpr bool kGrouped = kGroup != 0;
   constexpr int kRows = 16 * kTiles;
   constexpr int kH = 2 * kTiles;                         // rows of a lane: g + 8h
@@ -883,7 +888,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 // instance copies x to shared memory with cp.async after pdl_wait (only those may be
 // PDL-launched; the others read x with __ldg, see load_x).
 template <auto kKernel>
-Status launch_gemv(const Linear2bitParams& p, size_t smem, int tiles, bool xs, cudaStream_t stream) {
+Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStream_t stream) {
   // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
   // on every launch would cost more than the kernel at M = 1 in eager mode).
   static int allowed[64] = {};  // per device: the largest size set so far
@@ -907,7 +912,7 @@ Status launch_gemv(const Linear2bitParams& p, size_t smem, int tiles, bool xs, c
 
 // T = int8_t: the W1.58A8 GEMV (fixed-point kernel only, x in shared memory).
 template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
-Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_kernel(const GemvParams& p, cudaStream_t stream) {
   constexpr bool kInt8 = sizeof(T) == 1;
   static_assert(!kInt8 || (kXs && NT == 1), "int8 x is always staged in shared memory");
   if constexpr (kXs) {
@@ -930,13 +935,13 @@ Status launch_kernel(const Linear2bitParams& p, cudaStream_t stream) {
 inline bool two_row_tiles(int N) { return N >= 8192; }
 
 template <typename T, int NT, bool kAsym, int kGroup, bool kXs>
-Status launch_tiles(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_tiles(const GemvParams& p, cudaStream_t stream) {
   if (two_row_tiles(p.N)) return launch_kernel<T, NT, kAsym, kGroup, 2, kXs>(p, stream);
   return launch_kernel<T, NT, kAsym, kGroup, 1, kXs>(p, stream);
 }
 
 template <typename T, int NT, bool kAsym, int kGroup>
-Status launch_xs(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_xs(const GemvParams& p, cudaStream_t stream) {
   if constexpr (NT == 1) {
     if (x_in_smem(p.M, p.K)) return launch_tiles<T, NT, kAsym, kGroup, true>(p, stream);
   }
@@ -944,26 +949,26 @@ Status launch_xs(const Linear2bitParams& p, cudaStream_t stream) {
 }
 
 template <typename T, int NT, int kGroup>
-Status launch_group(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_group(const GemvParams& p, cudaStream_t stream) {
   return p.zeros != nullptr ? launch_xs<T, NT, true, kGroup>(p, stream)
                             : launch_xs<T, NT, false, kGroup>(p, stream);
 }
 
 template <typename T, int NT>
-Status launch_nt(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_nt(const GemvParams& p, cudaStream_t stream) {
   if (p.group_size == p.K) return launch_group<T, NT, 0>(p, stream);  // K == 64 or 128 included
   if (p.group_size == 64) return launch_group<T, NT, 64>(p, stream);
   return launch_group<T, NT, 128>(p, stream);
 }
 
 template <typename T>
-Status launch_typed(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_typed(const GemvParams& p, cudaStream_t stream) {
   return p.M <= 8 ? launch_nt<T, 1>(p, stream) : launch_nt<T, 2>(p, stream);
 }
 
 // The W1.58A8 decode step (kA8), row tiles as in launch_tiles.
 template <typename T>
-Status launch_a8(const Linear2bitParams& p, cudaStream_t stream) {
+Status launch_a8(const GemvParams& p, cudaStream_t stream) {
   if (two_row_tiles(p.N))
     return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2), 2,
                                                                     true, stream);
@@ -980,7 +985,7 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   if (t.q_row_stride < t.K || t.q_row_stride % 16 || t.y_row_stride < t.N) return Status::kInvalidArgument;
   if (reinterpret_cast<uintptr_t>(t.q) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
   if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
-  Linear2bitParams p;  // the kernel's parameters: no scales, one "group" a row
+  GemvParams p;  // the kernel's parameters: no scales, one "group" a row
   p.x = t.q;
   p.x_row_stride = t.q_row_stride;
   p.y = t.y;
@@ -1001,7 +1006,7 @@ Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
   if (t.x_row_stride < t.K || t.x_row_stride % 8 || t.y_row_stride < t.N) return Status::kInvalidArgument;
   if (reinterpret_cast<uintptr_t>(t.x) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
   if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
-  Linear2bitParams p;  // the kernel's parameters: one "group" a row, fp32 row scales
+  GemvParams p;  // the kernel's parameters: one "group" a row, fp32 row scales
   p.x = t.x;
   p.x_row_stride = t.x_row_stride;
   p.y = t.y;
@@ -1039,9 +1044,11 @@ Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
       (reinterpret_cast<uintptr_t>(p.scales) % 16 || reinterpret_cast<uintptr_t>(p.zeros) % 16))
     return Status::kMisaligned;
   if (int64_t(p.N) + 15 > int64_t(0x7fffffff)) return Status::kUnsupported;
+  GemvParams k;
+  static_cast<Linear2bitParams&>(k) = p;
   switch (p.dtype) {
-    case DType::kF16: return launch_typed<__half>(p, stream);
-    case DType::kBF16: return launch_typed<__nv_bfloat16>(p, stream);
+    case DType::kF16: return launch_typed<__half>(k, stream);
+    case DType::kBF16: return launch_typed<__nv_bfloat16>(k, stream);
     default: return Status::kUnsupported;
   }
 }

@@ -44,8 +44,6 @@ struct Linear2bitParams {
   // op sets it for M = 1.
   // false: fp16/bf16 mma on x as it is (the kernel used at M > 8 and for larger x).
   bool fixed_x = true;
-  // Set only by ternary_a8_gemv_launch (below): Q of the in-kernel activation quantization.
-  float act_qmax = 0.f;
 };
 
 constexpr int kGemv2bitMaxM = 16;
