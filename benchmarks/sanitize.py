@@ -93,8 +93,9 @@ if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
     from quipkern.formats import pack_ternary_2bit
 
     fn = backend.implementation("matmul_ternary_int8", "cuda")
-    # the W1.58A8 decode GEMV: one and two row tiles, partial chunks, a strided q
-    for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5)):
+    # the W1.58A8 decode GEMV: one and two row tiles, partial chunks, a strided q, K in
+    # pieces (M·K > 32768; a short last piece)
+    for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5), (8200, 11008, 3), (77, 4160, 8)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         q = torch.randint(-127, 128, (M, K + 64), dtype=torch.int8, device="cuda")[:, :K]
         fn(q, packed)

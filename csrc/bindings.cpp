@@ -277,7 +277,7 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
   check_status(quipkern::linear_ternary_base3_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
-// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 8, M·K <= 32768).
+// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 8).
 void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::Tensor& out) {
   const char* op = "_ternary_int8_gemv_cuda";
   QK_CHECK(q.is_cuda() && q.scalar_type() == at::kChar && q.dim() == 2 && q.stride(1) == 1, op,
@@ -287,9 +287,8 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
   check_cuda(out, q, op, "out");
   const int64_t M = q.size(0), K = q.size(1);
   const int64_t N = check_ternary_2bit_packed(packed, K, op);
-  QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0 && M * K <= 32768, op, ": q of shape ",
-           q.sizes(), ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM,
-           " rows, K a multiple of 64 and M·K <= 32768");
+  QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0, op, ": q of shape ", q.sizes(),
+           ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM, " rows and K a multiple of 64");
   QK_CHECK(out.scalar_type() == at::kInt && out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.stride(1) == 1,
            op, ": 'out' must be int32 (M, N) = (", M, ", ", N, ") with a contiguous last dim; got ", out.sizes(), " ",
            out.scalar_type());

@@ -48,6 +48,7 @@
 // rows 8-15) gives sum(M·x) and sum(x) of the same k-slots, and a group's value is
 // s · (sum((M + c)·x) − sum(M·x) − z · sum(x)), z = 1.5 on the symmetric grid.
 
+#include <algorithm>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -62,7 +63,11 @@ namespace {
 
 // What the kernels take: the public parameters and what only this file's launches set.
 struct GemvParams : Linear2bitParams {
-  float act_qmax = 0.f;  // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
+  int64_t packed_stride = 0;  // words between two rows of packed: K / 16, or a K-piece's row stride (below)
+  float act_qmax = 0.f;       // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
+  // The int8 GEMV over K in pieces (ternary_int8_gemv_launch): y += this piece's sums
+  // (every piece after the first; exact int32 adds, the launches ordered by the stream).
+  bool accumulate = false;
 };
 
 constexpr int kWarps = 8;
@@ -196,14 +201,14 @@ struct Ring {
   uint32_t base;  // shared address of the warp's ring
   int unit, warp, chunks, units;
 
-  __device__ __forceinline__ Ring(const uint32_t* ring, int lane, int warp_, const Linear2bitParams& p, int row0)
+  __device__ __forceinline__ Ring(const uint32_t* ring, int lane, int warp_, const GemvParams& p, int row0)
       : base(uint32_t(__cvta_generic_to_shared(ring))), unit(lane % kUnits), warp(warp_),
         chunks((p.K / 64 + kUnits - 1) / kUnits), units(p.K / 64) {
     const int r = lane / kUnits;
     dst0 = 4 * (r * kRowWords + 4 * (unit ^ ((r >> 1) & 3)));
 #pragma unroll
     for (int q = 0; q < kPieces; ++q)
-      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * (p.K / 16) + 4 * unit;
+      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * p.packed_stride + 4 * unit;
   }
   // Lane (g, t) reads word t of unit j in rows g + 8k: at (lane_word(g, t) ^ 4j) + 8k·kRowWords
   // ((g + 8k) >> 1 & 3 is g >> 1 & 3, and the XOR touches only the unit bits).
@@ -866,7 +871,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = paired ? t : 2 * t + (e & 1);
     if (row >= p.N || b >= p.M) continue;
     if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
-      static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = int(v) - sx[b];
+      int32_t* y = static_cast<int32_t*>(p.y) + int64_t(b) * p.y_row_stride + row;
+      *y = (p.accumulate ? *y : 0) + (int(v) - sx[b]);
     } else if constexpr (kA8) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
       float r = (float(int(v) - sx[b]) * __int_as_float(ex[b])) * row_scale(p, row);
       if (p.bias != nullptr) r += to_float(load_cg(static_cast<const T*>(p.bias) + row));
@@ -980,22 +986,30 @@ Status launch_a8(const GemvParams& p, cudaStream_t stream) {
 
 Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream) {
   if (t.q == nullptr || t.y == nullptr || t.packed == nullptr) return Status::kInvalidArgument;
-  if (t.M < 1 || t.M > kTernaryInt8GemvMaxM || t.N < 1 || t.K < 64 || t.K % 64 || int64_t(t.M) * t.K > 32768)
-    return Status::kInvalidArgument;
+  if (t.M < 1 || t.M > kTernaryInt8GemvMaxM || t.N < 1 || t.K < 64 || t.K % 64) return Status::kInvalidArgument;
   if (t.q_row_stride < t.K || t.q_row_stride % 16 || t.y_row_stride < t.N) return Status::kInvalidArgument;
   if (reinterpret_cast<uintptr_t>(t.q) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
   if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
   GemvParams p;  // the kernel's parameters: no scales, one "group" a row
-  p.x = t.q;
   p.x_row_stride = t.q_row_stride;
   p.y = t.y;
   p.y_row_stride = t.y_row_stride;
-  p.packed = t.packed;
+  p.packed_stride = t.K / 16;
   p.M = t.M;
   p.N = t.N;
-  p.K = t.K;
-  p.group_size = t.K;
-  return launch_tiles<int8_t, 1, false, 0, true>(p, stream);
+  // q is staged in shared memory, M·K <= kXSmemMaxBytes at a time: longer rows go in
+  // pieces of K, a launch each, every one reading its columns of the weights once and
+  // adding its exact sums to y.
+  const int piece = kXSmemMaxBytes / t.M / 64 * 64;
+  for (int k0 = 0; k0 < t.K; k0 += piece) {
+    p.x = t.q + k0;
+    p.packed = t.packed + k0 / 16;
+    p.K = p.group_size = std::min(piece, t.K - k0);
+    p.accumulate = k0 > 0;
+    const Status s = launch_tiles<int8_t, 1, false, 0, true>(p, stream);
+    if (s != Status::kOk) return s;
+  }
+  return Status::kOk;
 }
 
 Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
@@ -1019,6 +1033,7 @@ Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
   p.N = t.N;
   p.K = t.K;
   p.group_size = t.K;
+  p.packed_stride = t.K / 16;
   p.dtype = t.dtype;
   p.pdl = t.pdl;
   p.act_qmax = float(t.qmax);
@@ -1046,6 +1061,7 @@ Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
   if (int64_t(p.N) + 15 > int64_t(0x7fffffff)) return Status::kUnsupported;
   GemvParams k;
   static_cast<Linear2bitParams&>(k) = p;
+  k.packed_stride = p.K / 16;
   switch (p.dtype) {
     case DType::kF16: return launch_typed<__half>(k, stream);
     case DType::kBF16: return launch_typed<__nv_bfloat16>(k, stream);

@@ -261,10 +261,12 @@ def test_layer_on_triton_matches_reference(name, device, tin, tout, bits, M):
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 32768), (3, 300, 1024), (8, 4099, 4096), (5, 33, 64),
-                                   (2, 16384, 2048)])
+                                   (2, 16384, 2048), (8, 4099, 11008), (3, 300, 11008), (2, 1000, 28672), (8, 77, 4160),
+                                   (1, 40, 65536)])
 def test_cuda_int8_gemv_extremes(M, N, K):
     """The CUDA decode kernel (M <= 8): q at ±127, random packed words (code 3 counts as
-    +2, as the reference says), a strided q, exact against the integer reference."""
+    +2, as the reference says), a strided q, exact against the integer reference; from
+    M·K > 32768 in pieces of K (the last one short: 11008 = 10880 + 128 at M = 3)."""
     if "cuda" not in backend.available("matmul_ternary_int8"):
         pytest.skip("the CUDA extension is not built")
     g = torch.Generator().manual_seed(M * N + K)
