@@ -156,6 +156,10 @@ const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x,
   return bias->data_ptr();
 }
 
+// The stride between the rows of a kernel's (M, width) operand: a one-row tensor may carry
+// any stride (a view of a wider row), so it is given as the width.
+int64_t row_stride(const at::Tensor& t, int64_t width) { return t.size(0) > 1 ? t.stride(0) : width; }
+
 // The ternary formats' scale: float32 (N,) per row or (1,) per tensor, contiguous.
 void check_ternary_scale(const at::Tensor& scale, int64_t N, const char* op) {
   QK_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && (scale.size(0) == N || scale.size(0) == 1) &&
@@ -215,9 +219,9 @@ void linear_2bit_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
               ": 'zeros' must start at a 16-byte aligned address (a fresh tensor does)");
   quipkern::Linear2bitParams p;
   p.x = x.data_ptr();
-  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.x_row_stride = row_stride(x, K);
   p.y = out.data_ptr();
-  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.y_row_stride = row_stride(out, N);
   p.packed = packed.data_ptr<int32_t>();
   if (row_f32) {
     p.row_scales = scales.data_ptr<float>();
@@ -262,9 +266,9 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
            ": 'x' must start at a 4-byte aligned address with an even row stride (a fresh tensor does)");
   quipkern::LinearTernaryBase3Params p;
   p.x = x.data_ptr();
-  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.x_row_stride = row_stride(x, K);
   p.y = out.data_ptr();
-  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.y_row_stride = row_stride(out, N);
   p.packed = packed.data_ptr<uint8_t>();
   p.scale = scale.data_ptr<float>();
   p.per_row_scale = scale.size(0) == N;
@@ -296,9 +300,9 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
            ": 'q' must start at a 16-byte aligned address with a row stride that is a multiple of 16 (a fresh tensor does)");
   quipkern::TernaryInt8Params p;
   p.q = static_cast<const int8_t*>(q.data_ptr());
-  p.q_row_stride = M > 1 ? q.stride(0) : K;
+  p.q_row_stride = row_stride(q, K);
   p.y = out.data_ptr<int32_t>();
-  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.y_row_stride = row_stride(out, N);
   p.packed = packed.data_ptr<int32_t>();
   p.M = int(M);
   p.N = int(N);
@@ -329,9 +333,9 @@ void ternary_a8_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const a
            ": 'x' must start at a 16-byte aligned address with a row stride that is a multiple of 8 (a fresh tensor does)");
   quipkern::TernaryA8Params p;
   p.x = x.data_ptr();
-  p.x_row_stride = M > 1 ? x.stride(0) : K;
+  p.x_row_stride = row_stride(x, K);
   p.y = out.data_ptr();
-  p.y_row_stride = M > 1 ? out.stride(0) : N;
+  p.y_row_stride = row_stride(out, N);
   p.packed = packed.data_ptr<int32_t>();
   p.scale = scale.data_ptr<float>();
   p.scale_stride = scale.size(0) == 1 ? 0 : 1;

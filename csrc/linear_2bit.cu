@@ -898,6 +898,8 @@ Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStr
   // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
   // on every launch would cost more than the kernel at M = 1 in eager mode).
   static int allowed[64] = {};  // per device: the largest size set so far
+  // Each launcher sets packed_stride (K / 16 of the full row): 0 would read row 0 for every row.
+  if (p.packed_stride < p.K / 16) return Status::kInvalidArgument;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Status::kCudaError;
   if (smem > 48 * 1024 && int(smem) > allowed[dev]) {
