@@ -24,6 +24,15 @@ for impl in IMPLS:
             x = torch.randn(rows, n, device="cuda").to(dtype)
             fn(x, q, random_signs(n, seed=1).cuda(), random_signs(n, seed=2).cuda(), 1.0, True, n, n)
             fn(x, q, None, None, 1.0, False, n, n, out=x)  # in place
+    # many rows: several waves of blocks, a partial last row tile, in place, a padded
+    # width with a short output
+    for n, rows in ((8192, 301), (384, 3001), (1536, 1001)):
+        q = quipkern.transform_spec(n).q_matrix()
+        q = q.cuda() if q is not None else None
+        x = torch.randn(rows, n, device="cuda").to(torch.bfloat16)
+        fn(x, q, random_signs(n, seed=1).cuda(), random_signs(n, seed=2).cuda(), 1.0, False, n, n)
+        fn(x[:, : n - 40].contiguous(), q, None, None, 1.0, True, n, n - 24)
+        fn(x, q, None, None, 1.0, False, n, n, out=x)
     # padded widths: reads stop at n, writes at n_out (docs/FORMATS.md)
     for n, rows in ((4544, 3), (777, 5), (2730, 2), (3, 4), (1000, 1)):
         plan = quipkern.width_plan(n)
@@ -93,9 +102,10 @@ if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
     from quipkern.formats import pack_ternary_2bit
 
     fn = backend.implementation("matmul_ternary_int8", "cuda")
-    # the W1.58A8 decode GEMV: one and two row tiles, partial chunks, a strided q, K in
-    # pieces (M·K > 32768; a short last piece)
-    for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5), (8200, 11008, 3), (77, 4160, 8)):
+    # the W1.58A8 decode GEMV: one and two row tiles, one and two n8 tiles of q (M > 8),
+    # partial chunks, a strided q, K in pieces (M·K > 32768; a short last piece)
+    for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5), (8200, 11008, 3), (77, 4160, 8),
+                    (8200, 4096, 16), (77, 11008, 11), (33, 192, 9)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         q = torch.randint(-127, 128, (M, K + 64), dtype=torch.int8, device="cuda")[:, :K]
         fn(q, packed)

@@ -281,7 +281,7 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
   check_status(quipkern::linear_ternary_base3_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
-// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 8).
+// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 16).
 void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::Tensor& out) {
   const char* op = "_ternary_int8_gemv_cuda";
   QK_CHECK(q.is_cuda() && q.scalar_type() == at::kChar && q.dim() == 2 && q.stride(1) == 1, op,

@@ -4,7 +4,7 @@
 //   gemv_2bit_kernel      fp16/bf16 mma on x as it is (M <= 16; below);
 //   gemv_2bit_x16_kernel  int8 mma on x in 15-bit fixed point, where x fits in shared
 //                         memory (M <= 8, M·K·2 <= 32 KB; Linear2bitParams::fixed_x); with
-//                         int8 x the W1.58A8 decode GEMV, and in its kA8 mode the whole
+//                         int8 x the W1.58A8 decode GEMV (M <= 16), and in its kA8 mode the whole
 //                         W1.58A8 decode step (x quantized in the prologue; its header,
 //                         further down).
 //
@@ -498,6 +498,8 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // x is already int8 (q), staged as the hi plane alone (split columns) (16 bytes a slice, rows
 // xq_row_bytes apart with a pad that puts row g + 1 64 bytes of banks after row g), one mma
 // per 32 k, and the output is the exact int32 Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1).
+// It takes up to 16 rows (kNT = 2): rows 8..15 are a second n8 tile, one more mma on the
+// same unpacked A registers, so the weights are still read and unpacked once.
 //
 // kA8 (ternary_a8_gemv_launch): the W1.58A8 layer's whole decode step in this kernel: x in
 // fp16/bf16 is staged as in the fixed-point mode, each row quantized in the prologue as
@@ -512,14 +514,17 @@ template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
   return 2 * K + 16;
 }
 __host__ __device__ constexpr int x16_sums(int K, int kGroup) { return kGroup == 0 ? 1 : K / kGroup; }
-constexpr int kXRows = 8;  // batch rows the kernel takes (one n8 tile: the launch gives it M <= 8 only)
-static_assert(kTernaryInt8GemvMaxM <= kXRows, "the int8 GEMV is this kernel");
+constexpr int kXRows = 8;  // batch rows of one n8 tile of x: the float modes take M <= 8
+// The int8 mode takes two n8 tiles (kNT = 2, M <= 16): both multiply the same unpacked
+// weight registers, so 9-16 rows of q still read the weights once.
+static_assert(kTernaryInt8GemvMaxM <= 2 * kXRows, "the int8 GEMV is this kernel");
 constexpr int kBadRow = 1 << 20;  // e_b of a row with a NaN or an infinity: its outputs are NaN
 
 template <typename T>
-size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles) {
+size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles, int nt = 1) {
+  const int xr = kXRows * nt;  // ΣX [xr][groups], warp maxima [kWarps][xr], e [xr]
   return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes<T>(K) +
-         4 * (kXRows * x16_sums(K, kGroup) + kWarps * kXRows + kXRows);  // ΣX [kXRows][groups], warp maxima [kWarps][kXRows], e [kXRows]
+         4 * (xr * x16_sums(K, kGroup) + kWarps * xr + xr);
 }
 
 template <typename T> struct Pair;
@@ -625,7 +630,7 @@ __device__ __forceinline__ int quantize_slice(uint4* slot, float s, float r, flo
   return sum;
 }
 
-template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false>
+template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false, int kNT = 1>
 __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     gemv_2bit_x16_kernel(const GemvParams p) {
   constexpr bool kGrouped = kGroup != 0;
@@ -648,10 +653,12 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   constexpr bool kIntX = kInt8 || kA8;    // x as one int8 plane: exact int32 sums
   static_assert(!kIntX || (!kGrouped && !kAsym), "the int8 modes have no group scales");
   static_assert(!(kInt8 && kA8), "kA8 takes fp16/bf16 x");
+  static_assert(kNT == 1 || kInt8, "two n8 tiles of x (M <= 16): the int8 mode only");
+  constexpr int kXr = kXRows * kNT;  // batch rows the block's ΣX, maxima and exponents hold
   const int xrow = xq_row_bytes<T>(p.K);
-  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [kXRows][S]
-  uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXRows * S);
-  int* ex = reinterpret_cast<int*>(wmax + kWarps * kXRows);
+  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [kXr][S]
+  uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXr * S);
+  int* ex = reinterpret_cast<int*>(wmax + kWarps * kXr);
 
   // The scales are a commit group of their own, ahead of the chunks, so that the block
   // can wait for them without waiting for its first chunks: x is prepared (plain loads,
@@ -686,7 +693,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       }
     }
   }
-  for (int i = threadIdx.x; i < kXRows * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
+  for (int i = threadIdx.x; i < kXr * S; i += blockDim.x) sx[i] = 0;  // batch rows >= M stay 0
   if constexpr (kGrouped) cp_async_wait<kStages - 1>();  // the scales' group (this thread's pieces) ...
   __syncthreads();                                       // ... and every thread's; x staged
 
@@ -696,13 +703,13 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       for (int off = threadIdx.x; off < p.K / 8; off += blockDim.x)
         m = max(m, absmax_bits<T>(*reinterpret_cast<const uint4*>(xq + b * xrow + 16 * off)));
       m = __reduce_max_sync(0xffffffffu, m);
-      if (lane == 0) wmax[warp * kXRows + b] = m;
+      if (lane == 0) wmax[warp * kXr + b] = m;
     }
     __syncthreads();
     if (threadIdx.x < p.M) {
       uint32_t m = 0;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * kXRows + threadIdx.x]);
+      for (int w = 0; w < kWarps; ++w) m = max(m, wmax[w * kXr + threadIdx.x]);
       if constexpr (kA8) {  // s_b = absmax / Q (1 for a zero row, NaN for a bad one), as float bits
         const float s = m >= 0x7f800000u ? __uint_as_float(0x7fc00000u) : m == 0 ? 1.f : __fdiv_rn(__uint_as_float(m), p.act_qmax);
         ex[threadIdx.x] = __float_as_int(s);
@@ -752,14 +759,18 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   // zero-fills them) and read x of the last unit, and only their group closes are skipped.
   const bool paired = !kIntX && p.M <= kXRows / 2;
   constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
-  float acc[kTiles][4] = {};
+  float acc[kNT][kTiles][4] = {};  // [n8 tile of x]
   auto main_loop = [&](auto paired_c) {
     constexpr bool kPaired = decltype(paired_c)::value;
     constexpr bool kSplitLo = !kIntX && !kPaired;  // a second plane, a second mma
+    constexpr bool kSecond = kSplitLo || kNT == 2;  // a second mma per A: lo plane, or batch rows 8..15
     const int xb = kPaired ? g >> 1 : g;            // lane's batch row in B (its column g)
-    const bool xok = xb < p.M;
+    const bool xok = xb < p.M, xok2 = kNT == 2 && g + kXRows < p.M;
     const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
-    int chi[kTiles][4] = {}, clo[kTiles][4] = {};  // open group: Σc·hi (paired: and Σc·lo), split: Σc·lo
+    [[maybe_unused]] const char* xl2 = xq + (xok2 ? g + kXRows : 0) * xrow + kSlice * t;                      // kNT = 2: row g + 8
+    // open group: Σc·hi (paired: and Σc·lo); split: clo = Σc·lo; int8 with kNT = 2: clo =
+    // the sums of batch rows 8..15
+    int chi[kTiles][4] = {}, clo[kTiles][4] = {};
     const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
     for (int i = 0; i < nc; ++i) {
       copies.issue(i + kStages - 1);
@@ -776,6 +787,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
           bh = src[0];
           if constexpr (kSplitLo) bl = src[1];
         }
+        if constexpr (kNT == 2) {
+          if (xok2) bl = *reinterpret_cast<const uint4*>(xl2 + 4 * kSlice * min(u, units - 1));
+        }
         const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
 #pragma unroll
         for (int tile = 0; tile < kTiles; ++tile) {
@@ -790,7 +804,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
           for (int pp = 0; pp < 2; ++pp) {
             const uint32_t a[4] = {wa[0][2 * pp], wa[1][2 * pp], wa[0][2 * pp + 1], wa[1][2 * pp + 1]};
             ptx::mma_u8s8(chi[tile], a, xh[2 * pp], xh[2 * pp + 1]);
-            if constexpr (kSplitLo) ptx::mma_u8s8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
+            if constexpr (kSecond) ptx::mma_u8s8(clo[tile], a, xo[2 * pp], xo[2 * pp + 1]);
           }
         }
         if (kGrouped && j % kPerGroup == kPerGroup - 1 && j < left) {  // a group is complete
@@ -809,7 +823,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
               for (int e = 0; e < 4; e += 2) {
                 const int h = 2 * tile + (e >> 1), ci = chi[tile][e] * 256 + chi[tile][e + 1];
-                acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc, float(ci)), acc[tile][e]);
+                acc[0][tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc, float(ci)), acc[0][tile][e]);
                 chi[tile][e] = chi[tile][e + 1] = 0;
               }
           } else {  // element e: batch row 2t + (e & 1)
@@ -819,7 +833,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
                 const int h = 2 * tile + (e >> 1), ci = chi[tile][e] * 256 + clo[tile][e];
-                acc[tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[tile][e]);
+                acc[0][tile][e] = fmaf(sc[h], fmaf(-zc[h], sxc[e & 1], float(ci)), acc[0][tile][e]);
                 chi[tile][e] = clo[tile][e] = 0;
               }
           }
@@ -832,12 +846,14 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          if constexpr (kIntX)
-            acc[tile][e] = float(chi[tile][e]);
-          else if constexpr (kPaired)
-            acc[tile][e] = e & 1 ? 0.f : fmaf(256.f, float(chi[tile][e]), float(chi[tile][e + 1]));
-          else
-            acc[tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
+          if constexpr (kIntX) {
+            acc[0][tile][e] = float(chi[tile][e]);
+            if constexpr (kNT == 2) acc[1][tile][e] = float(clo[tile][e]);
+          } else if constexpr (kPaired) {
+            acc[0][tile][e] = e & 1 ? 0.f : fmaf(256.f, float(chi[tile][e]), float(chi[tile][e + 1]));
+          } else {
+            acc[0][tile][e] = fmaf(256.f, float(chi[tile][e]), float(clo[tile][e]));
+          }
         }
     }
   };
@@ -853,22 +869,24 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   cp_async_wait<0>();
 
   __syncthreads();  // reduce the warps' partial sums (in the rings' space, now free)
-  float(*red)[kTiles][4][32] = reinterpret_cast<float(*)[kTiles][4][32]>(smem);
-  static_assert(kWarps * kTiles * 4 * 32 <= ring_words(kTiles), "the reduction reuses the rings");
+  float(*red)[kNT][kTiles][4][32] = reinterpret_cast<float(*)[kNT][kTiles][4][32]>(smem);
+  static_assert(kWarps * kNT * kTiles * 4 * 32 <= ring_words(kTiles), "the reduction reuses the rings");
 #pragma unroll
-  for (int tile = 0; tile < kTiles; ++tile)
+  for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) red[warp][tile][e][lane] = acc[tile][e];
+    for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) red[warp][nt][tile][e][lane] = acc[nt][tile][e];
   __syncthreads();
-  if (warp >= kTiles) return;  // warp `tile` writes that tile's rows
-  const int tile = warp;
+  if (warp >= kNT * kTiles) return;  // warp nt·kTiles + tile writes that tile's rows for that n8 tile of x
+  const int tile = warp % kTiles, nt = warp / kTiles;
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += red[w][tile][e][lane];
+    for (int w = 0; w < kWarps; ++w) v += red[w][nt][tile][e][lane];
     if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
-    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = paired ? t : 2 * t + (e & 1);
+    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
     if (row >= p.N || b >= p.M) continue;
     if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
       int32_t* y = static_cast<int32_t*>(p.y) + int64_t(b) * p.y_row_stride + row;
@@ -918,20 +936,15 @@ Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStr
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
-// T = int8_t: the W1.58A8 GEMV (fixed-point kernel only, x in shared memory).
 template <typename T, int NT, bool kAsym, int kGroup, int kTiles, bool kXs>
 Status launch_kernel(const GemvParams& p, cudaStream_t stream) {
-  constexpr bool kInt8 = sizeof(T) == 1;
-  static_assert(!kInt8 || (kXs && NT == 1), "int8 x is always staged in shared memory");
   if constexpr (kXs) {
-    if (kInt8 || p.fixed_x)
+    if (p.fixed_x)
       return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
           p, gemv_x16_smem_bytes<T>(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
   }
-  if constexpr (!kInt8)
-    return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
-        p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
-  return Status::kUnsupported;  // not reached
+  return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
+      p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
 }
 
 // Two row tiles a warp halve the x work per weight but also the number of blocks: only
@@ -974,14 +987,15 @@ Status launch_typed(const GemvParams& p, cudaStream_t stream) {
   return p.M <= 8 ? launch_nt<T, 1>(p, stream) : launch_nt<T, 2>(p, stream);
 }
 
-// The W1.58A8 decode step (kA8), row tiles as in launch_tiles.
-template <typename T>
-Status launch_a8(const GemvParams& p, cudaStream_t stream) {
+// The integer modes (per-row, symmetric, x staged): the W1.58A8 decode step (kA8, fp16 /
+// bf16 x) or the int8 GEMV (T = int8_t, kNT n8 tiles of q); row tiles as in launch_tiles.
+template <typename T, bool kA8, int kNT = 1>
+Status launch_integer(const GemvParams& p, cudaStream_t stream) {
   if (two_row_tiles(p.N))
-    return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2), 2,
-                                                                    true, stream);
-  return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, true>>(p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 1), 1,
-                                                                  true, stream);
+    return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, kA8, kNT>>(
+        p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2, kNT), 2, true, stream);
+  return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, kA8, kNT>>(
+      p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 1, kNT), 1, true, stream);
 }
 
 }  // namespace
@@ -1001,14 +1015,15 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   p.N = t.N;
   // q is staged in shared memory, M·K <= kXSmemMaxBytes at a time: longer rows go in
   // pieces of K, a launch each, every one reading its columns of the weights once and
-  // adding its exact sums to y.
+  // adding its exact sums to y.  Up to 8 rows are one n8 tile of the mma, 9-16 two.
   const int piece = kXSmemMaxBytes / t.M / 64 * 64;
   for (int k0 = 0; k0 < t.K; k0 += piece) {
     p.x = t.q + k0;
     p.packed = t.packed + k0 / 16;
     p.K = p.group_size = std::min(piece, t.K - k0);
     p.accumulate = k0 > 0;
-    const Status s = launch_tiles<int8_t, 1, false, 0, true>(p, stream);
+    const Status s = p.M <= kXRows ? launch_integer<int8_t, false, 1>(p, stream)
+                                   : launch_integer<int8_t, false, 2>(p, stream);
     if (s != Status::kOk) return s;
   }
   return Status::kOk;
@@ -1040,8 +1055,8 @@ Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
   p.pdl = t.pdl;
   p.act_qmax = float(t.qmax);
   switch (t.dtype) {
-    case DType::kF16: return launch_a8<__half>(p, stream);
-    case DType::kBF16: return launch_a8<__nv_bfloat16>(p, stream);
+    case DType::kF16: return launch_integer<__half, true>(p, stream);
+    case DType::kBF16: return launch_integer<__nv_bfloat16, true>(p, stream);
     default: return Status::kUnsupported;
   }
 }

@@ -72,13 +72,13 @@ CASES = {
             torch.ones(64, device="cuda"), None, torch.empty(1, 64, device="cuda").half(), 100)
         """,
         "_ternary_a8_gemv_cuda: qmax must be 127 (int8 activations) or 7 (int4); got 100"),
-    "ternary int8 M=9": (
+    "ternary int8 M=17": (
         """
         torch.ops.quipkern._ternary_int8_gemv_cuda(
-            torch.zeros(9, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
-            torch.empty(9, 64, dtype=torch.int32, device="cuda"))
+            torch.zeros(17, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(17, 64, dtype=torch.int32, device="cuda"))
         """,
-        "_ternary_int8_gemv_cuda: q of shape (9, 128): the decode kernel takes M = 1..8 rows"),
+        "_ternary_int8_gemv_cuda: q of shape (17, 128): the decode kernel takes M = 1..16 rows"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")

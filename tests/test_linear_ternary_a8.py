@@ -262,11 +262,13 @@ def test_layer_on_triton_matches_reference(name, device, tin, tout, bits, M):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 32768), (3, 300, 1024), (8, 4099, 4096), (5, 33, 64),
                                    (2, 16384, 2048), (8, 4099, 11008), (3, 300, 11008), (2, 1000, 28672), (8, 77, 4160),
-                                   (1, 40, 65536)])
+                                   (1, 40, 65536), (9, 77, 64), (12, 4099, 11008), (16, 300, 4096),
+                                   (16, 8200, 8192), (13, 8193, 2048), (11, 40, 28672), (10, 33, 192)])
 def test_cuda_int8_gemv_extremes(M, N, K):
-    """The CUDA decode kernel (M <= 8): q at ±127, random packed words (code 3 counts as
-    +2, as the reference says), a strided q, exact against the integer reference; from
-    M·K > 32768 in pieces of K (the last one short: 11008 = 10880 + 128 at M = 3)."""
+    """The CUDA decode kernel (one n8 tile of q at M <= 8, two at 9-16): q at ±127, random
+    packed words (code 3 counts as +2, as the reference says), a strided q, exact against
+    the integer reference; from M·K > 32768 in pieces of K (the last one short: 11008 =
+    10880 + 128 at M = 3)."""
     if "cuda" not in backend.available("matmul_ternary_int8"):
         pytest.skip("the CUDA extension is not built")
     g = torch.Generator().manual_seed(M * N + K)
@@ -285,12 +287,12 @@ def test_cuda_int8_gemv_extremes(M, N, K):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
-@pytest.mark.parametrize("M", [1, 5, 8, 9])
+@pytest.mark.parametrize("M,N,K", [(1, 96, 384), (5, 96, 384), (8, 96, 384), (9, 96, 384), (16, 96, 384),
+                                   (17, 96, 384), (12, 8192, 4096), (16, 4096, 11008)])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_layer_default_dispatch_is_the_reference(M, bits):
+def test_layer_default_dispatch_is_the_reference(M, N, K, bits):
     """On a GPU without a forced backend (Triton quantization and epilogue, the CUDA int8
-    GEMV at M <= 8, Triton's kernel above): the reference's bits."""
-    N, K = 96, 384
+    GEMV at M <= 16, the int8 GEMM path above): the reference's bits."""
     torch.manual_seed(M)
     packed = pack_ternary_2bit(torch.randint(-1, 2, (N, K)))
     scale = torch.rand(N) * 0.02 + 0.01

@@ -8,10 +8,9 @@ signs_out, transform_in, transform_out, in_features, out_features, act_bits): th
 quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Hadamard
 smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization (one
 Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CUDA: the
-int8 decode GEMV of csrc/linear_2bit.cu at M <= 8, Triton's kernel, or from
-INT8_GEMM_MIN_M (9) rows a Triton int8 GEMM on expanded trits, which then also runs the
-epilogue's row scale · weight scale) and a float epilogue (row scale · weight scale,
-output transform, bias).  At decode on CUDA (A8_GEMV_MAX_M = 1 row, K <= 16384) the
+int8 decode GEMV of csrc/linear_2bit.cu at M <= 16, Triton's kernel, or from 17 rows a
+Triton int8 GEMM on expanded trits, which then also runs the epilogue's row scale ·
+weight scale) and a float epilogue (row scale · weight scale, output transform, bias).  At decode on CUDA (A8_GEMV_MAX_M = 1 row, K <= 16384) the
 quantization, the integer product and the scales are one kernel instead
 (_ternary_a8_gemv_cuda, csrc/linear_2bit.cu's kA8 mode): the same integers and float32
 steps as the three.  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
@@ -40,9 +39,11 @@ __all__ = ["matmul_ternary_int8", "linear_ternary_a8", "INT8_GEMM_MIN_M"]
 # From this many rows on, the trits are expanded to int8 once (N·K bytes written and read
 # back) and a plain Triton int8 GEMM (gemm_int8; wgmma on Hopper) multiplies them,
 # instead of the kernel that expands them tile by tile; the layer runs its epilogue in it.
-# Below it (M <= 8) the CUDA int8 GEMV runs where it applies.  H100 (session 9, run 13):
-# at M = 32 the tile-expanding kernel took 0.11-0.18x bf16's time, this path 0.76-0.80x;
-# at M = 16 0.37-0.71x against 0.73-0.87x.  QUIPKERN_INT8_GEMM_MIN_M overrides it.
+# H100 (session 9, run 13): at M = 32 the tile-expanding kernel took 0.11-0.18x bf16's
+# time, this path 0.76-0.80x; at M = 16 0.37-0.71x against 0.73-0.87x.  Up to
+# TERNARY_INT8_GEMV_MAX_M (16) rows the CUDA int8 GEMV goes first where it applies (it
+# reads the weights once; the expansion writes an int8 copy of them).
+# QUIPKERN_INT8_GEMM_MIN_M overrides the threshold.
 INT8_GEMM_MIN_M = int(os.environ.get("QUIPKERN_INT8_GEMM_MIN_M", "9"))
 
 
@@ -88,8 +89,22 @@ if _triton.AVAILABLE:
     backend.register("matmul_ternary_int8", "triton", _triton_matmul, _tl.supports)
 
 # Decode (CUDA): the 2-bit GEMV's integer kernel with q as its int8 B operand
-# (csrc/linear_2bit.cu, ternary_int8_gemv_launch): M <= 8 rows staged in shared memory.
-TERNARY_INT8_GEMV_MAX_M = 8
+# (csrc/linear_2bit.cu, ternary_int8_gemv_launch): M <= 16 rows (one or two n8 tiles of
+# the mma) staged in shared memory, in pieces of K where M·K > 32768.
+TERNARY_INT8_GEMV_MAX_M = 16
+
+
+def _cuda_int8_gemv_takes(M, K) -> bool:
+    return (_ext.AVAILABLE and M <= TERNARY_INT8_GEMV_MAX_M and K % 64 == 0
+            and backend.forced_backend() in (None, "cuda"))
+
+
+def _int8_gemm_path(M, K) -> bool:
+    """Whether the layer's M rows (on CUDA, Triton steps) take expand + int8 GEMM, with
+    the epilogue inside, rather than matmul_ternary_int8 and scale_rows_cols."""
+    return M >= INT8_GEMM_MIN_M and not _cuda_int8_gemv_takes(M, K)
+
+
 if _ext.AVAILABLE:
 
     def _cuda_matmul(q, packed, out=None):
@@ -187,7 +202,7 @@ def linear_ternary_a8(
             return o
         if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
             q, s = _tl.quantize_rows(x2, act_bits)
-            if x2.shape[0] >= INT8_GEMM_MIN_M:  # prefill: the epilogue inside the GEMM
+            if _int8_gemm_path(x2.shape[0], K):  # prefill: the epilogue inside the GEMM
                 _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
             else:
                 _tl.scale_rows_cols(matmul_ternary_int8(q, packed), s, scale.float().contiguous(), o)
