@@ -93,6 +93,39 @@ def test_kernel_in_place(name, device):
     assert rel_err(x, ref) < REL_TOL[torch.bfloat16]
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("n,rows", [(4096, 1501), (8192, 700), (14336, 401), (11008, 333), (1536, 3001),
+                                    (384, 20001)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_many_rows_are_the_few_rows_result(n, rows, dtype):
+    """Prefill-sized row counts (several waves of blocks; partial last row tiles) against
+    the reference; bit for bit the rows a small call gives (where the Q stage is split over
+    blocks); the same in place; a padded width with a short output."""
+    if "cuda" not in backend.available("rht"):
+        pytest.skip("the CUDA extension is not built")
+    fn = backend.implementation("rht", "cuda")
+    x, q, si, so = make_case(n, dtype, "cuda", rows)
+    transpose = n % 3 == 0
+    out = poison_like(x)
+    fn(x, q, si, so, 1.5, transpose, n, n, out=out)
+    ref = rht_ref(x.double().cpu(), None if q is None else q.double().cpu(), si.cpu(), so.cpu(), 1.5, transpose)
+    assert rel_err(out, ref) < REL_TOL[dtype]
+    few = fn(x[64:96], q, si, so, 1.5, transpose, n, n)
+    assert torch.equal(out[64:96], few)
+    y = x.clone()
+    with quipkern.use_backend("cuda"):
+        quipkern.rht_(y, q, si, so, 1.5, transpose)
+    assert torch.equal(y, out)
+    # padded: x has n - 40 columns (zeros after), the output keeps n - 24
+    xp = x[:, : n - 40].contiguous()
+    outp = torch.full((rows, n - 24), float("nan"), dtype=dtype, device="cuda")
+    fn(xp, q, si, so, 1.5, transpose, n, n - 24, out=outp)
+    refp = rht_ref(torch.nn.functional.pad(xp.double().cpu(), (0, 40)),
+                   None if q is None else q.double().cpu(), si.cpu(), so.cpu(), 1.5, transpose)[:, : n - 24]
+    assert rel_err(outp, refp) < REL_TOL[dtype]
+    assert torch.equal(outp[64:96], fn(xp[64:96], q, si, so, 1.5, transpose, n, n - 24))
+
+
 def test_op_float64_matches_reference_and_inverts():
     for n in (384, 4096, 43 * 8):
         x, q, si, so = make_case(n, torch.float64, "cpu")
