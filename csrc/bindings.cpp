@@ -291,8 +291,9 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
   check_cuda(out, q, op, "out");
   const int64_t M = q.size(0), K = q.size(1);
   const int64_t N = check_ternary_2bit_packed(packed, K, op);
-  QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0, op, ": q of shape ", q.sizes(),
-           ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM, " rows and K a multiple of 64");
+  QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0 && K <= quipkern::kTernaryInt8GemvMaxK, op,
+           ": q of shape ", q.sizes(), ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM,
+           " rows and K a multiple of 64 up to ", quipkern::kTernaryInt8GemvMaxK);
   QK_CHECK(out.scalar_type() == at::kInt && out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.stride(1) == 1,
            op, ": 'out' must be int32 (M, N) = (", M, ", ", N, ") with a contiguous last dim; got ", out.sizes(), " ",
            out.scalar_type());

@@ -63,11 +63,8 @@ namespace {
 
 // What the kernels take: the public parameters and what only this file's launches set.
 struct GemvParams : Linear2bitParams {
-  int64_t packed_stride = 0;  // words between two rows of packed: K / 16, or a K-piece's row stride (below)
+  int64_t packed_stride = 0;  // words between two rows of packed: K / 16
   float act_qmax = 0.f;       // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
-  // The int8 GEMV over K in pieces (ternary_int8_gemv_launch): y += this piece's sums
-  // (every piece after the first; exact int32 adds, the launches ordered by the stream).
-  bool accumulate = false;
 };
 
 constexpr int kWarps = 8;
@@ -495,10 +492,14 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // of x's slice.
 //
 // The same kernel with T = int8_t is the W1.58A8 decode GEMV (ternary_int8_gemv_launch):
-// x is already int8 (q), staged as the hi plane alone (split columns) (16 bytes a slice, rows
-// xq_row_bytes apart with a pad that puts row g + 1 64 bytes of banks after row g), one mma
-// per 32 k, and the output is the exact int32 Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1).
-// It takes up to 16 rows (kNT = 2): rows 8..15 are a second n8 tile, one more mma on the
+// x is already int8 (q) and is not staged: each lane loads its 16 bytes of a unit (row g,
+// columns 64u + 16t ..) from global memory one unit ahead, puts them in the plane's order
+// in registers (int8_plane) and adds them to its Σq, which the quad's lanes and the warps
+// sum at the end.  So there is no prologue and no limit on M·K: one launch for any K (a
+// staged q needed one launch per 32 KB of it: at M = 16, 8192² 39.4 µs against 18.8 on
+// the H100, session 12).  One mma per 32 k, and the output is the exact int32
+// Σ (c − 1)·q = Σ c·q − Σ q (code = trit + 1), summed over the warps as integers.  It
+// takes up to 16 rows (kNT = 2): rows 8..15 are a second n8 tile, one more mma on the
 // same unpacked A registers, so the weights are still read and unpacked once.
 //
 // kA8 (ternary_a8_gemv_launch): the W1.58A8 layer's whole decode step in this kernel: x in
@@ -509,10 +510,7 @@ __global__ void __launch_bounds__(kWarps * 32, NT == 2 ? 2 : kTiles == 1 ? 4 : 3
 // x's dtype: the integers and float32 steps of quantize_rows + this GEMV + scale_rows_cols
 // (quipkern/triton/linear_ternary_a8.py), in one launch.  A row with a NaN or an infinity
 // gets s_b = NaN, so its outputs are NaN.
-template <typename T> __host__ __device__ inline int xq_row_bytes(int K) {
-  if constexpr (sizeof(T) == 1) return K + (64 - K % 128 + 128) % 128;
-  return 2 * K + 16;
-}
+__host__ __device__ inline int xq_row_bytes(int K) { return 2 * K + 16; }
 __host__ __device__ constexpr int x16_sums(int K, int kGroup) { return kGroup == 0 ? 1 : K / kGroup; }
 constexpr int kXRows = 8;  // batch rows of one n8 tile of x: the float modes take M <= 8
 // The int8 mode takes two n8 tiles (kNT = 2, M <= 16): both multiply the same unpacked
@@ -520,10 +518,10 @@ constexpr int kXRows = 8;  // batch rows of one n8 tile of x: the float modes ta
 static_assert(kTernaryInt8GemvMaxM <= 2 * kXRows, "the int8 GEMV is this kernel");
 constexpr int kBadRow = 1 << 20;  // e_b of a row with a NaN or an infinity: its outputs are NaN
 
-template <typename T>
-size_t gemv_x16_smem_bytes(int M, int K, int kGroup, bool asym, int tiles, int nt = 1) {
+// staged: rows of x in shared memory (0 for int8 q, read from global memory)
+size_t gemv_x16_smem_bytes(int staged, int K, int kGroup, bool asym, int tiles, int nt = 1) {
   const int xr = kXRows * nt;  // ΣX [xr][groups], warp maxima [kWarps][xr], e [xr]
-  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(M) * xq_row_bytes<T>(K) +
+  return ring_words(tiles) * 4 + gemv_scale_bytes(K, kGroup, asym, tiles) + size_t(staged) * xq_row_bytes(K) +
          4 * (xr * x16_sums(K, kGroup) + kWarps * xr + xr);
 }
 
@@ -583,17 +581,17 @@ __device__ __forceinline__ int fixed_point_slice(uint4* slot, float scale) {
   return int(acc - 16u * 0x4b400080u);  // exact: the offsets cancel mod 2^32 and |ΣX| < 2^18
 }
 
-// One slice of int8 q (16 bytes at slot) in place as the hi plane (a 4×4 byte transpose:
-// register r holds columns r, r+4, r+8, r+12); returns Σq of the slice.
-__device__ __forceinline__ int int8_slice_to_plane(uint4* slot) {
-  const uint4 v = *slot;
+// 16 bytes of int8 q in the plane's order (a 4×4 byte transpose: register r holds columns
+// r, r+4, r+8, r+12); adds their Σq to sum.
+__device__ __forceinline__ uint4 int8_plane(const uint4& v, int& sum) {
   const uint32_t lo01 = __byte_perm(v.x, v.y, 0x5140), lo23 = __byte_perm(v.z, v.w, 0x5140);
   const uint32_t hi01 = __byte_perm(v.x, v.y, 0x7362), hi23 = __byte_perm(v.z, v.w, 0x7362);
-  *slot = make_uint4(__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632), __byte_perm(hi01, hi23, 0x5410),
-                     __byte_perm(hi01, hi23, 0x7632));
-  return __dp4a(int(v.x), 0x01010101, __dp4a(int(v.y), 0x01010101, __dp4a(int(v.z), 0x01010101,
-                                                                          __dp4a(int(v.w), 0x01010101, 0))));
+  sum = __dp4a(int(v.x), 0x01010101, __dp4a(int(v.y), 0x01010101, __dp4a(int(v.z), 0x01010101,
+                                                                         __dp4a(int(v.w), 0x01010101, sum))));
+  return make_uint4(__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632), __byte_perm(hi01, hi23, 0x5410),
+                    __byte_perm(hi01, hi23, 0x7632));
 }
+
 
 // round_half_even(x / s) clamped to ±qmax, as if x / s were correctly rounded: from x · r
 // (r = 1/s rounded; |x·r − x/s| <= 2^-23·|x/s| <= 1.6e-5 for |x/s| <= 128), which rounds
@@ -655,8 +653,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   static_assert(!(kInt8 && kA8), "kA8 takes fp16/bf16 x");
   static_assert(kNT == 1 || kInt8, "two n8 tiles of x (M <= 16): the int8 mode only");
   constexpr int kXr = kXRows * kNT;  // batch rows the block's ΣX, maxima and exponents hold
-  const int xrow = xq_row_bytes<T>(p.K);
-  int* sx = reinterpret_cast<int*>(xq + p.M * xrow);  // ΣX [kXr][S]
+  const int xrow = xq_row_bytes(p.K);
+  int* sx = reinterpret_cast<int*>(xq + (kInt8 ? 0 : p.M) * xrow);  // ΣX [kXr][S]
   uint32_t* wmax = reinterpret_cast<uint32_t*>(sx + kXr * S);
   int* ex = reinterpret_cast<int*>(wmax + kWarps * kXr);
 
@@ -670,7 +668,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
   pdl_wait();  // weights only up to here (launch.cuh)
-  {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q, int8: 16q)
+  if constexpr (!kInt8) {  // x as it is into its place in xq (slice q of row b at b·xrow + 32q)
     constexpr int kPer = 16 / sizeof(T);                        // elements a 16-byte piece
     constexpr int kMaxPieces = kXSmemMaxBytes / 16 / (kWarps * 32);  // a thread's: the launch keeps x <= 32 KB
     const int per_row = p.K / kPer, total = p.M * per_row;
@@ -725,7 +723,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   // x's planes in place of x: slice q of row b (16 elements) by lane q % 32 of warp
   // (q / 32) % kWarps, and ΣX of each group (per-row mode: of the row) by the lanes that
   // hold its slices.
-  for (int b = 0; b < p.M; ++b) {
+  if constexpr (!kInt8) for (int b = 0; b < p.M; ++b) {
     float scale = 0.f;
     if constexpr (kA8) scale = __int_as_float(ex[b]);
     else if constexpr (!kInt8) scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
@@ -734,10 +732,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       const int q = q0 + lane;
       int sum = 0;
       if (q < slices) {
-        uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + (kInt8 ? 16 : 32) * q);
-        if constexpr (kInt8)
-          sum = int8_slice_to_plane(slot);
-        else if constexpr (kA8)
+        uint4* slot = reinterpret_cast<uint4*>(xq + b * xrow + 32 * q);
+        if constexpr (kA8)
           sum = quantize_slice<T>(slot, scale, __frcp_rn(scale), p.act_qmax);
         else
           sum = fixed_point_slice<T>(slot, scale);
@@ -758,7 +754,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   // kUnits units, without a branch between them: units past K have zero codes (the ring
   // zero-fills them) and read x of the last unit, and only their group closes are skipped.
   const bool paired = !kIntX && p.M <= kXRows / 2;
-  constexpr int kSlice = kInt8 ? 16 : 32;  // bytes of a slice in xq
+  constexpr int kSlice = 32;  // bytes of a slice in xq
   float acc[kNT][kTiles][4] = {};  // [n8 tile of x]
   auto main_loop = [&](auto paired_c) {
     constexpr bool kPaired = decltype(paired_c)::value;
@@ -766,11 +762,30 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     constexpr bool kSecond = kSplitLo || kNT == 2;  // a second mma per A: lo plane, or batch rows 8..15
     const int xb = kPaired ? g >> 1 : g;            // lane's batch row in B (its column g)
     const bool xok = xb < p.M, xok2 = kNT == 2 && g + kXRows < p.M;
-    const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
+    [[maybe_unused]] const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
     [[maybe_unused]] const char* xl2 = xq + (xok2 ? g + kXRows : 0) * xrow + kSlice * t;                      // kNT = 2: row g + 8
     // open group: Σc·hi (paired: and Σc·lo); split: clo = Σc·lo; int8 with kNT = 2: clo =
     // the sums of batch rows 8..15
     int chi[kTiles][4] = {}, clo[kTiles][4] = {};
+    // int8: lane (g, t) loads row 8·nt + g, columns 64u + 16t .. + 16 of unit u (n8 tile nt)
+    [[maybe_unused]] const int8_t* qg[kNT];
+    [[maybe_unused]] bool qok[kNT];
+    [[maybe_unused]] uint4 qnext[kNT];  // the next unit's, loaded while this one is multiplied
+    [[maybe_unused]] int qsum[kNT] = {};
+    auto load_q = [&](int u) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+        qnext[nt] = qok[nt] && u < units ? load_cg16(qg[nt] + 64 * u) : make_uint4(0, 0, 0, 0);
+    };
+    if constexpr (kInt8) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const int b = kXRows * nt + g;
+        qok[nt] = b < p.M;
+        qg[nt] = static_cast<const int8_t*>(p.x) + int64_t(qok[nt] ? b : 0) * p.x_row_stride + 16 * t;
+      }
+      load_q(warp * kUnits);
+    }
     const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
     for (int i = 0; i < nc; ++i) {
       copies.issue(i + kStages - 1);
@@ -782,13 +797,20 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       for (int j = 0; j < kUnits; ++j) {
         const int u = c * kUnits + j;
         uint4 bh = make_uint4(0, 0, 0, 0), bl = bh;
-        if (xok) {
-          const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * min(u, units - 1));
-          bh = src[0];
-          if constexpr (kSplitLo) bl = src[1];
-        }
-        if constexpr (kNT == 2) {
-          if (xok2) bl = *reinterpret_cast<const uint4*>(xl2 + 4 * kSlice * min(u, units - 1));
+        if constexpr (kInt8) {  // zeros past K and past M: they add nothing to Σc·q or Σq
+          [[maybe_unused]] const uint4 q0 = qnext[0], q1 = qnext[kNT - 1];
+          load_q(j + 1 < kUnits ? u + 1 : (c + kWarps) * kUnits);
+          bh = int8_plane(q0, qsum[0]);
+          if constexpr (kNT == 2) bl = int8_plane(q1, qsum[1]);
+        } else {
+          if (xok) {
+            const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * min(u, units - 1));
+            bh = src[0];
+            if constexpr (kSplitLo) bl = src[1];
+          }
+          if constexpr (kNT == 2) {
+            if (xok2) bl = *reinterpret_cast<const uint4*>(xl2 + 4 * kSlice * min(u, units - 1));
+          }
         }
         const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
 #pragma unroll
@@ -841,14 +863,23 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
       }
       __syncwarp();  // every lane is done with this stage before it is refilled
     }
+    if constexpr (kInt8) {  // Σq of this warp's units: the quad's lanes, then the warps (sx is 0 from the prologue)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        int sum = qsum[nt];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (t == 0 && qok[nt]) atomicAdd(&sx[kXRows * nt + g], sum);
+      }
+    }
     if constexpr (!kGrouped) {  // the row is one group (int sums below 3·2^14·K: K <= 16384 here); z·ΣX comes once, after the warps' sum
 #pragma unroll
       for (int tile = 0; tile < kTiles; ++tile)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          if constexpr (kIntX) {
-            acc[0][tile][e] = float(chi[tile][e]);
-            if constexpr (kNT == 2) acc[1][tile][e] = float(clo[tile][e]);
+          if constexpr (kIntX) {  // int bits: the warps' sums are added as integers (exact for any K)
+            acc[0][tile][e] = __int_as_float(chi[tile][e]);
+            if constexpr (kNT == 2) acc[1][tile][e] = __int_as_float(clo[tile][e]);
           } else if constexpr (kPaired) {
             acc[0][tile][e] = e & 1 ? 0.f : fmaf(256.f, float(chi[tile][e]), float(chi[tile][e + 1]));
           } else {
@@ -883,16 +914,19 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     float v = 0.f;
+    int vi = 0;  // kIntX
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += red[w][nt][tile][e][lane];
+    for (int w = 0; w < kWarps; ++w) {
+      if constexpr (kIntX) vi += __float_as_int(red[w][nt][tile][e][lane]);
+      else v += red[w][nt][tile][e][lane];
+    }
     if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
     const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
     if (row >= p.N || b >= p.M) continue;
-    if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^24 (K <= 32768): the float sums above were exact
-      int32_t* y = static_cast<int32_t*>(p.y) + int64_t(b) * p.y_row_stride + row;
-      *y = (p.accumulate ? *y : 0) + (int(v) - sx[b]);
+    if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^31 (the launch keeps K <= 2^22)
+      static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
     } else if constexpr (kA8) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
-      float r = (float(int(v) - sx[b]) * __int_as_float(ex[b])) * row_scale(p, row);
+      float r = (float(vi - sx[b]) * __int_as_float(ex[b])) * row_scale(p, row);
       if (p.bias != nullptr) r += to_float(load_cg(static_cast<const T*>(p.bias) + row));
       static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(r);
     } else {
@@ -941,7 +975,7 @@ Status launch_kernel(const GemvParams& p, cudaStream_t stream) {
   if constexpr (kXs) {
     if (p.fixed_x)
       return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
-          p, gemv_x16_smem_bytes<T>(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
+          p, gemv_x16_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
   }
   return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
       p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
@@ -987,15 +1021,18 @@ Status launch_typed(const GemvParams& p, cudaStream_t stream) {
   return p.M <= 8 ? launch_nt<T, 1>(p, stream) : launch_nt<T, 2>(p, stream);
 }
 
-// The integer modes (per-row, symmetric, x staged): the W1.58A8 decode step (kA8, fp16 /
-// bf16 x) or the int8 GEMV (T = int8_t, kNT n8 tiles of q); row tiles as in launch_tiles.
+// The integer modes (per-row, symmetric): the W1.58A8 decode step (kA8, fp16 / bf16 x,
+// staged) or the int8 GEMV (T = int8_t, kNT n8 tiles of q, read from global memory and
+// so never PDL-launched: xs = false); row tiles as in launch_tiles.
 template <typename T, bool kA8, int kNT = 1>
 Status launch_integer(const GemvParams& p, cudaStream_t stream) {
+  constexpr bool kInt8 = sizeof(T) == 1;
+  const int staged = kInt8 ? 0 : p.M;
   if (two_row_tiles(p.N))
     return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, kA8, kNT>>(
-        p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 2, kNT), 2, true, stream);
+        p, gemv_x16_smem_bytes(staged, p.K, 0, false, 2, kNT), 2, !kInt8, stream);
   return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, kA8, kNT>>(
-      p, gemv_x16_smem_bytes<T>(p.M, p.K, 0, false, 1, kNT), 1, true, stream);
+      p, gemv_x16_smem_bytes(staged, p.K, 0, false, 1, kNT), 1, !kInt8, stream);
 }
 
 }  // namespace
@@ -1005,28 +1042,19 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   if (t.M < 1 || t.M > kTernaryInt8GemvMaxM || t.N < 1 || t.K < 64 || t.K % 64) return Status::kInvalidArgument;
   if (t.q_row_stride < t.K || t.q_row_stride % 16 || t.y_row_stride < t.N) return Status::kInvalidArgument;
   if (reinterpret_cast<uintptr_t>(t.q) % 16 || reinterpret_cast<uintptr_t>(t.packed) % 16) return Status::kMisaligned;
-  if (int64_t(t.N) + 31 > int64_t(0x7fffffff)) return Status::kUnsupported;
+  if (int64_t(t.N) + 31 > int64_t(0x7fffffff) || t.K > kTernaryInt8GemvMaxK) return Status::kUnsupported;
   GemvParams p;  // the kernel's parameters: no scales, one "group" a row
+  p.x = t.q;
   p.x_row_stride = t.q_row_stride;
   p.y = t.y;
   p.y_row_stride = t.y_row_stride;
+  p.packed = t.packed;
   p.packed_stride = t.K / 16;
   p.M = t.M;
   p.N = t.N;
-  // q is staged in shared memory, M·K <= kXSmemMaxBytes at a time: longer rows go in
-  // pieces of K, a launch each, every one reading its columns of the weights once and
-  // adding its exact sums to y.  Up to 8 rows are one n8 tile of the mma, 9-16 two.
-  const int piece = kXSmemMaxBytes / t.M / 64 * 64;
-  for (int k0 = 0; k0 < t.K; k0 += piece) {
-    p.x = t.q + k0;
-    p.packed = t.packed + k0 / 16;
-    p.K = p.group_size = std::min(piece, t.K - k0);
-    p.accumulate = k0 > 0;
-    const Status s = p.M <= kXRows ? launch_integer<int8_t, false, 1>(p, stream)
-                                   : launch_integer<int8_t, false, 2>(p, stream);
-    if (s != Status::kOk) return s;
-  }
-  return Status::kOk;
+  p.K = p.group_size = t.K;
+  // up to 8 rows are one n8 tile of the mma, 9-16 two
+  return t.M <= kXRows ? launch_integer<int8_t, false, 1>(p, stream) : launch_integer<int8_t, false, 2>(p, stream);
 }
 
 Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {

@@ -79,6 +79,14 @@ CASES = {
             torch.empty(17, 64, dtype=torch.int32, device="cuda"))
         """,
         "_ternary_int8_gemv_cuda: q of shape (17, 128): the decode kernel takes M = 1..16 rows"),
+    "ternary int8 K too long": (
+        """
+        K = (1 << 22) + 64
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(1, K, dtype=torch.int8, device="cuda"), torch.zeros(8, K // 16, dtype=torch.int32, device="cuda"),
+            torch.empty(1, 8, dtype=torch.int32, device="cuda"))
+        """,
+        "K a multiple of 64 up to 4194304"),
     "rht width": (
         """
         x = torch.randn(3, 48, device="cuda")

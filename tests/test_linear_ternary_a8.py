@@ -265,10 +265,10 @@ def test_layer_on_triton_matches_reference(name, device, tin, tout, bits, M):
                                    (1, 40, 65536), (9, 77, 64), (12, 4099, 11008), (16, 300, 4096),
                                    (16, 8200, 8192), (13, 8193, 2048), (11, 40, 28672), (10, 33, 192)])
 def test_cuda_int8_gemv_extremes(M, N, K):
-    """The CUDA decode kernel (one n8 tile of q at M <= 8, two at 9-16): q at ±127, random
-    packed words (code 3 counts as +2, as the reference says), a strided q, exact against
-    the integer reference; from M·K > 32768 in pieces of K (the last one short: 11008 =
-    10880 + 128 at M = 3)."""
+    """The CUDA decode kernel (one n8 tile of q at M <= 8, two at 9-16; q read from global
+    memory, any K): q at ±127, random packed words (code 3 counts as +2, as the reference
+    says), a strided q, partial last chunks (K = 4160, 192), exact against the integer
+    reference (at K = 65536 the sums exceed 2^24: the warps add them as integers)."""
     if "cuda" not in backend.available("matmul_ternary_int8"):
         pytest.skip("the CUDA extension is not built")
     g = torch.Generator().manual_seed(M * N + K)

@@ -90,12 +90,13 @@ if _triton.AVAILABLE:
 
 # Decode (CUDA): the 2-bit GEMV's integer kernel with q as its int8 B operand
 # (csrc/linear_2bit.cu, ternary_int8_gemv_launch): M <= 16 rows (one or two n8 tiles of
-# the mma) staged in shared memory, in pieces of K where M·K > 32768.
+# the mma), read from global memory in its main loop; K <= 2^22 (exact int32 sums).
 TERNARY_INT8_GEMV_MAX_M = 16
+TERNARY_INT8_GEMV_MAX_K = 1 << 22
 
 
 def _cuda_int8_gemv_takes(M, K) -> bool:
-    return (_ext.AVAILABLE and M <= TERNARY_INT8_GEMV_MAX_M and K % 64 == 0
+    return (_ext.AVAILABLE and M <= TERNARY_INT8_GEMV_MAX_M and K % 64 == 0 and K <= TERNARY_INT8_GEMV_MAX_K
             and backend.forced_backend() in (None, "cuda"))
 
 
@@ -121,8 +122,8 @@ if _ext.AVAILABLE:
             return "the CUDA int8 decode kernel takes CUDA tensors"
         if M > TERNARY_INT8_GEMV_MAX_M:
             return f"the CUDA int8 decode kernel takes at most {TERNARY_INT8_GEMV_MAX_M} rows, got {M}"
-        if K % 64:
-            return f"the CUDA int8 decode kernel needs K % 64 == 0; got K={K}"
+        if K % 64 or K > TERNARY_INT8_GEMV_MAX_K:
+            return f"the CUDA int8 decode kernel needs K % 64 == 0 and K <= {TERNARY_INT8_GEMV_MAX_K}; got K={K}"
         return None
 
     backend.register("matmul_ternary_int8", "cuda", _cuda_matmul, _cuda_supports)

@@ -53,8 +53,8 @@ Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream);
 
 // W1.58A8 decode (docs/FORMATS.md, "Ternary weights", 2-bit packing): exact int32
 //   y[b, n] = sum_k q[b, k] · (c[n, k] − 1)        (a code 3 counts as +2)
-// for int8 activations q (M, K), M <= 16.  q is staged in shared memory 32 KB at a time:
-// from M·K > 32768 the product runs as one launch per piece of K (weights still read once).
+// for int8 activations q (M, K), M <= 16, K <= 2^22 (so that the int32 sums are exact).
+// One launch; the weights are read once.
 struct TernaryInt8Params {
   const int8_t* q = nullptr;        // (M, K), rows q_row_stride bytes apart (a multiple of 16), 16-byte aligned
   int64_t q_row_stride = 0;
@@ -65,6 +65,7 @@ struct TernaryInt8Params {
 };
 
 constexpr int kTernaryInt8GemvMaxM = 16;
+constexpr int kTernaryInt8GemvMaxK = 1 << 22;
 
 Status ternary_int8_gemv_launch(const TernaryInt8Params& p, cudaStream_t stream);
 
