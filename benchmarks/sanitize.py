@@ -109,6 +109,9 @@ if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         q = torch.randint(-127, 128, (M, K + 64), dtype=torch.int8, device="cuda")[:, :K]
         fn(q, packed)
+        out = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)  # with the layer's epilogue
+        torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, out, torch.rand(M, device="cuda"), torch.rand(N, device="cuda"),
+                                                   torch.randn(N, device="cuda").to(out.dtype))
     # the one-kernel A8 step (kA8): both tile variants, a strided x, per-row and per-tensor
     # scales, the ternary layer's fp32 row scales on the 2-bit GEMV
     for N, K, M, per_row in ((37, 64, 1, True), (8200, 1024, 3, False), (300, 2048, 8, True), (20, 320, 5, False)):

@@ -281,8 +281,12 @@ void linear_ternary_base3_gemv_cuda(const at::Tensor& x, const at::Tensor& packe
   check_status(quipkern::linear_ternary_base3_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
-// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 16).
-void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::Tensor& out) {
+// out (M, N) int32 = q · tritsᵀ, exact (W1.58A8 decode; M <= 16); or with act_scale (M,)
+// float32, out float16/bfloat16 = (that · act_scale[b]) · scale[n] (+ bias[n]) in float32
+// (the W1.58A8 layer's epilogue; scale float32 (N,) or (1,), bias in out's dtype).
+void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::Tensor& out,
+                            const std::optional<at::Tensor>& act_scale, const std::optional<at::Tensor>& scale,
+                            const std::optional<at::Tensor>& bias) {
   const char* op = "_ternary_int8_gemv_cuda";
   QK_CHECK(q.is_cuda() && q.scalar_type() == at::kChar && q.dim() == 2 && q.stride(1) == 1, op,
            ": 'q' must be an int8 (M, K) CUDA tensor with a contiguous last dim; got ", q.sizes(), " ",
@@ -294,15 +298,36 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
   QK_CHECK(M >= 1 && M <= quipkern::kTernaryInt8GemvMaxM && K % 64 == 0 && K <= quipkern::kTernaryInt8GemvMaxK, op,
            ": q of shape ", q.sizes(), ": the decode kernel takes M = 1..", quipkern::kTernaryInt8GemvMaxM,
            " rows and K a multiple of 64 up to ", quipkern::kTernaryInt8GemvMaxK);
-  QK_CHECK(out.scalar_type() == at::kInt && out.dim() == 2 && out.size(0) == M && out.size(1) == N && out.stride(1) == 1,
-           op, ": 'out' must be int32 (M, N) = (", M, ", ", N, ") with a contiguous last dim; got ", out.sizes(), " ",
-           out.scalar_type());
   QK_CHECK(reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 == 0 && (M == 1 || q.stride(0) % 16 == 0), op,
            ": 'q' must start at a 16-byte aligned address with a row stride that is a multiple of 16 (a fresh tensor does)");
   quipkern::TernaryInt8Params p;
+  if (act_scale) {
+    check_cuda(*act_scale, q, op, "act_scale");
+    QK_CHECK(act_scale->scalar_type() == at::kFloat && act_scale->numel() == M && act_scale->is_contiguous(), op,
+             ": 'act_scale' must be contiguous float32 with M = ", M, " elements; got ", act_scale->sizes(), " ",
+             act_scale->scalar_type());
+    QK_CHECK(scale.has_value(), op, ": 'scale' is needed with 'act_scale'");
+    check_cuda(*scale, q, op, "scale");
+    check_ternary_scale(*scale, N, op);
+    QK_CHECK((out.scalar_type() == at::kHalf || out.scalar_type() == at::kBFloat16) && out.dim() == 2 &&
+                 out.size(0) == M && out.size(1) == N && out.stride(1) == 1,
+             op, ": with 'act_scale', 'out' must be float16 or bfloat16 (M, N) = (", M, ", ", N,
+             ") with a contiguous last dim; got ", out.sizes(), " ", out.scalar_type());
+    p.act_scale = act_scale->data_ptr<float>();
+    p.scale = scale->data_ptr<float>();
+    p.scale_stride = scale->size(0) == 1 ? 0 : 1;
+    p.bias = bias_ptr(bias, out, N, op);
+    p.dtype = to_dtype(out, op, "out");
+  } else {
+    QK_CHECK(!scale && !bias, op, ": 'scale' and 'bias' go with 'act_scale' (the float epilogue)");
+    QK_CHECK(out.scalar_type() == at::kInt && out.dim() == 2 && out.size(0) == M && out.size(1) == N &&
+                 out.stride(1) == 1,
+             op, ": 'out' must be int32 (M, N) = (", M, ", ", N, ") with a contiguous last dim; got ", out.sizes(),
+             " ", out.scalar_type());
+  }
   p.q = static_cast<const int8_t*>(q.data_ptr());
   p.q_row_stride = row_stride(q, K);
-  p.y = out.data_ptr<int32_t>();
+  p.y = out.data_ptr();
   p.y_row_stride = row_stride(out, N);
   p.packed = packed.data_ptr<int32_t>();
   p.M = int(M);
@@ -388,7 +413,8 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");
-  m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out) -> ()");
+  m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out, Tensor? act_scale=None, Tensor? scale=None, "
+        "Tensor? bias=None) -> ()");
   m.def("_ternary_a8_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, int qmax, "
         "bool pdl=False) -> ()");
 }

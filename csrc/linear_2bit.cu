@@ -65,6 +65,7 @@ namespace {
 struct GemvParams : Linear2bitParams {
   int64_t packed_stride = 0;  // words between two rows of packed: K / 16
   float act_qmax = 0.f;       // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
+  const float* act_scales = nullptr;  // int8 q with the layer's epilogue: s_b of each row of q
 };
 
 constexpr int kWarps = 8;
@@ -628,7 +629,9 @@ __device__ __forceinline__ int quantize_slice(uint4* slot, float s, float r, flo
   return sum;
 }
 
-template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false, int kNT = 1>
+// TY: y's type (and bias's): T, except for int8 q: int32 (the sums) or fp16 / bf16 (the
+// W1.58A8 layer's epilogue, as kA8's with s_b from p.act_scales).
+template <typename T, bool kAsym, int kGroup, int kTiles, bool kA8 = false, int kNT = 1, typename TY = T>
 __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     gemv_2bit_x16_kernel(const GemvParams p) {
   constexpr bool kGrouped = kGroup != 0;
@@ -923,12 +926,13 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
     const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
     if (row >= p.N || b >= p.M) continue;
-    if constexpr (kInt8) {  // |Σc·q| <= 3·127·K < 2^31 (the launch keeps K <= 2^22)
+    if constexpr (kInt8 && std::is_same<TY, int32_t>::value) {  // |Σc·q| <= 3·127·K < 2^31 (K <= 2^22)
       static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
-    } else if constexpr (kA8) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
-      float r = (float(vi - sx[b]) * __int_as_float(ex[b])) * row_scale(p, row);
-      if (p.bias != nullptr) r += to_float(load_cg(static_cast<const T*>(p.bias) + row));
-      static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(r);
+    } else if constexpr (kIntX) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
+      const float sb = kA8 ? __int_as_float(ex[b]) : load_cg(p.act_scales + b);
+      float r = (float(vi - sx[b]) * sb) * row_scale(p, row);
+      if (p.bias != nullptr) r += to_float(load_cg(static_cast<const TY*>(p.bias) + row));
+      static_cast<TY*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<TY>(r);
     } else {
     const int eb = ex[b];
     if (!kGrouped) {
@@ -1024,15 +1028,22 @@ Status launch_typed(const GemvParams& p, cudaStream_t stream) {
 // The integer modes (per-row, symmetric): the W1.58A8 decode step (kA8, fp16 / bf16 x,
 // staged) or the int8 GEMV (T = int8_t, kNT n8 tiles of q, read from global memory and
 // so never PDL-launched: xs = false); row tiles as in launch_tiles.
-template <typename T, bool kA8, int kNT = 1>
+template <typename T, bool kA8, int kNT = 1, typename TY = T>
 Status launch_integer(const GemvParams& p, cudaStream_t stream) {
   constexpr bool kInt8 = sizeof(T) == 1;
   const int staged = kInt8 ? 0 : p.M;
   if (two_row_tiles(p.N))
-    return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, kA8, kNT>>(
+    return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, kA8, kNT, TY>>(
         p, gemv_x16_smem_bytes(staged, p.K, 0, false, 2, kNT), 2, !kInt8, stream);
-  return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, kA8, kNT>>(
+  return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, kA8, kNT, TY>>(
       p, gemv_x16_smem_bytes(staged, p.K, 0, false, 1, kNT), 1, !kInt8, stream);
+}
+
+// The int8 GEMV with y of type TY: up to 8 rows are one n8 tile of the mma, 9-16 two.
+template <typename TY>
+Status launch_int8(const GemvParams& p, cudaStream_t stream) {
+  return p.M <= kXRows ? launch_integer<int8_t, false, 1, TY>(p, stream)
+                       : launch_integer<int8_t, false, 2, TY>(p, stream);
 }
 
 }  // namespace
@@ -1053,8 +1064,17 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   p.M = t.M;
   p.N = t.N;
   p.K = p.group_size = t.K;
-  // up to 8 rows are one n8 tile of the mma, 9-16 two
-  return t.M <= kXRows ? launch_integer<int8_t, false, 1>(p, stream) : launch_integer<int8_t, false, 2>(p, stream);
+  if (t.act_scale == nullptr) return launch_int8<int32_t>(p, stream);
+  if (t.scale == nullptr || t.scale_stride < 0) return Status::kInvalidArgument;
+  p.act_scales = t.act_scale;
+  p.row_scales = t.scale;
+  p.row_scale_stride = t.scale_stride;
+  p.bias = t.bias;
+  switch (t.dtype) {
+    case DType::kF16: return launch_int8<__half>(p, stream);
+    case DType::kBF16: return launch_int8<__nv_bfloat16>(p, stream);
+    default: return Status::kUnsupported;
+  }
 }
 
 Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {

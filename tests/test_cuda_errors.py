@@ -79,6 +79,34 @@ CASES = {
             torch.empty(17, 64, dtype=torch.int32, device="cuda"))
         """,
         "_ternary_int8_gemv_cuda: q of shape (17, 128): the decode kernel takes M = 1..16 rows"),
+    "ternary int8 epilogue without scale": (
+        """
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(2, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(2, 64, dtype=torch.bfloat16, device="cuda"), torch.ones(2, device="cuda"))
+        """,
+        "_ternary_int8_gemv_cuda: 'scale' is needed with 'act_scale'"),
+    "ternary int8 epilogue act_scale size": (
+        """
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(2, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(2, 64, dtype=torch.bfloat16, device="cuda"), torch.ones(3, device="cuda"), torch.ones(64, device="cuda"))
+        """,
+        "'act_scale' must be contiguous float32 with M = 2 elements"),
+    "ternary int8 epilogue int32 out": (
+        """
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(2, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(2, 64, dtype=torch.int32, device="cuda"), torch.ones(2, device="cuda"), torch.ones(64, device="cuda"))
+        """,
+        "with 'act_scale', 'out' must be float16 or bfloat16 (M, N) = (2, 64)"),
+    "ternary int8 scale without act_scale": (
+        """
+        torch.ops.quipkern._ternary_int8_gemv_cuda(
+            torch.zeros(2, 128, dtype=torch.int8, device="cuda"), torch.zeros(64, 8, dtype=torch.int32, device="cuda"),
+            torch.empty(2, 64, dtype=torch.int32, device="cuda"), None, torch.ones(64, device="cuda"))
+        """,
+        "'scale' and 'bias' go with 'act_scale'"),
     "ternary int8 K too long": (
         """
         K = (1 << 22) + 64

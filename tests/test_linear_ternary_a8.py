@@ -303,6 +303,36 @@ def test_layer_default_dispatch_is_the_reference(M, N, K, bits):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+@pytest.mark.parametrize("M,N,K", [(2, 8200, 8192), (5, 300, 1024), (8, 4099, 2048), (12, 77, 4096), (16, 8193, 1024),
+                                   (3, 40, 28672), (1, 33, 64)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_int8_gemv_epilogue_is_scale_rows_cols(M, N, K, dtype):
+    """The int8 GEMV with the W1.58A8 layer's epilogue in it (act_scale, scale, bias): the
+    bits of Triton's scale_rows_cols over its int32 product, for both act_bits and per-row
+    and per-tensor scales; with a bias, (acc · s) · scale + bias in float32 rounded once."""
+    if "cuda" not in backend.available("matmul_ternary_int8"):
+        pytest.skip("the CUDA extension is not built")
+    from quipkern.triton import linear_ternary_a8 as tl_a8
+    g = torch.Generator().manual_seed(M * N + K)
+    packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), generator=g, dtype=torch.int32).cuda()
+    x = (torch.randn(M, K, generator=g) * 3).to(dtype).cuda()
+    for bits in (8, 4):
+        q, s = tl_a8.quantize_rows(x, bits)
+        acc = torch.empty(M, N, dtype=torch.int32, device="cuda")
+        torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, acc)
+        for per_row in (True, False):
+            scale = (torch.rand(N if per_row else 1, generator=g) * 0.02 + 0.01).cuda()
+            want = tl_a8.scale_rows_cols(acc, s, scale, torch.empty(M, N, dtype=dtype, device="cuda"))
+            out = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
+            torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, out, s.view(-1), scale, None)
+            assert torch.equal(out, want)
+            bias = torch.randn(N, generator=g).to(dtype).cuda()
+            out = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
+            torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, out, s.view(-1), scale, bias)
+            assert torch.equal(out, ((acc.float() * s) * scale + bias.float()).to(dtype))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 16384), (2, 4099, 8192), (3, 300, 1024), (8, 4099, 2048),
                                    (5, 33, 64)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

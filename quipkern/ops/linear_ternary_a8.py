@@ -9,8 +9,9 @@ quipkern/reference/linear_ternary_a8.py, composed of the rht op (the optional Ha
 smoothing of the activations, BitNet a4.8 / v2), per-row absmax int8 quantization (one
 Triton kernel on CUDA tensors, torch elsewhere), the integer matmul above (on CUDA: the
 int8 decode GEMV of csrc/linear_2bit.cu at M <= 16, Triton's kernel, or from 17 rows a
-Triton int8 GEMM on expanded trits, which then also runs the epilogue's row scale ·
-weight scale) and a float epilogue (row scale · weight scale, output transform, bias).  At decode on CUDA (A8_GEMV_MAX_M = 1 row, K <= 16384) the
+Triton int8 GEMM on expanded trits; the CUDA GEMV and the GEMM also run the epilogue's
+row scale · weight scale) and a float epilogue (row scale · weight scale, output
+transform, bias).  At decode on CUDA (A8_GEMV_MAX_M = 1 row, K <= 16384) the
 quantization, the integer product and the scales are one kernel instead
 (_ternary_a8_gemv_cuda, csrc/linear_2bit.cu's kA8 mode): the same integers and float32
 steps as the three.  act_bits: 8 (int8 activations) or 4 (int4 values held in int8 and
@@ -205,6 +206,11 @@ def linear_ternary_a8(
             q, s = _tl.quantize_rows(x2, act_bits)
             if _int8_gemm_path(x2.shape[0], K):  # prefill: the epilogue inside the GEMM
                 _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
+            elif (x2.is_cuda and o.dtype in (torch.float16, torch.bfloat16) and o.stride(-1) == 1
+                  and _cuda_int8_gemv_takes(x2.shape[0], K)):
+                # decode: the epilogue (and the bias) inside the int8 GEMV, one launch fewer
+                torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, o, s.view(-1), scale.float().contiguous(), b)
+                return o
             else:
                 _tl.scale_rows_cols(matmul_ternary_int8(q, packed), s, scale.float().contiguous(), o)
         else:

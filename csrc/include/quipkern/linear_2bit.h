@@ -52,16 +52,24 @@ constexpr int kGemv2bitMaxM = 16;
 Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream);
 
 // W1.58A8 decode (docs/FORMATS.md, "Ternary weights", 2-bit packing): exact int32
-//   y[b, n] = sum_k q[b, k] · (c[n, k] − 1)        (a code 3 counts as +2)
+//   acc[b, n] = sum_k q[b, k] · (c[n, k] − 1)        (a code 3 counts as +2)
 // for int8 activations q (M, K), M <= 16, K <= 2^22 (so that the int32 sums are exact).
-// One launch; the weights are read once.
+// y is acc, or with act_scale the W1.58A8 layer's epilogue in the same kernel:
+//   y[b, n] = (acc[b, n] · act_scale[b]) · scale[n] (+ bias[n])
+// every step in float32, correctly rounded, y rounded once to dtype (fp16/bf16).  One
+// launch; the weights are read once.
 struct TernaryInt8Params {
   const int8_t* q = nullptr;        // (M, K), rows q_row_stride bytes apart (a multiple of 16), 16-byte aligned
   int64_t q_row_stride = 0;
-  int32_t* y = nullptr;             // (M, N), rows y_row_stride elements apart
+  void* y = nullptr;                // (M, N) int32, or in dtype with act_scale; rows y_row_stride elements apart
   int64_t y_row_stride = 0;
   const int32_t* packed = nullptr;  // (N, K/16), 16-byte aligned
   int M = 0, N = 0, K = 0;
+  const float* act_scale = nullptr;  // (M,) the rows' scales s_b; nullptr: y is acc
+  const float* scale = nullptr;      // with act_scale: row n's at scale[n · scale_stride] (stride 0: per tensor)
+  int64_t scale_stride = 1;
+  const void* bias = nullptr;        // with act_scale: (N,) in dtype, or nullptr
+  DType dtype = DType::kBF16;        // with act_scale: y's (and bias's) type, kF16 or kBF16
 };
 
 constexpr int kTernaryInt8GemvMaxM = 16;
