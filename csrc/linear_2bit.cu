@@ -764,9 +764,8 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
     constexpr bool kSplitLo = !kIntX && !kPaired;  // a second plane, a second mma
     constexpr bool kSecond = kSplitLo || kNT == 2;  // a second mma per A: lo plane, or batch rows 8..15
     const int xb = kPaired ? g >> 1 : g;            // lane's batch row in B (its column g)
-    const bool xok = xb < p.M, xok2 = kNT == 2 && g + kXRows < p.M;
+    const bool xok = xb < p.M;
     [[maybe_unused]] const char* xl = xq + (xok ? xb : 0) * xrow + kSlice * t + (kPaired ? 16 * (g & 1) : 0);  // + 4·kSlice·u
-    [[maybe_unused]] const char* xl2 = xq + (xok2 ? g + kXRows : 0) * xrow + kSlice * t;                      // kNT = 2: row g + 8
     // open group: Σc·hi (paired: and Σc·lo); split: clo = Σc·lo; int8 with kNT = 2: clo =
     // the sums of batch rows 8..15
     int chi[kTiles][4] = {}, clo[kTiles][4] = {};
@@ -805,15 +804,10 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
           load_q(j + 1 < kUnits ? u + 1 : (c + kWarps) * kUnits);
           bh = int8_plane(q0, qsum[0]);
           if constexpr (kNT == 2) bl = int8_plane(q1, qsum[1]);
-        } else {
-          if (xok) {
-            const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * min(u, units - 1));
-            bh = src[0];
-            if constexpr (kSplitLo) bl = src[1];
-          }
-          if constexpr (kNT == 2) {
-            if (xok2) bl = *reinterpret_cast<const uint4*>(xl2 + 4 * kSlice * min(u, units - 1));
-          }
+        } else if (xok) {
+          const uint4* src = reinterpret_cast<const uint4*>(xl + 4 * kSlice * min(u, units - 1));
+          bh = src[0];
+          if constexpr (kSplitLo) bl = src[1];
         }
         const uint32_t xh[4] = {bh.x, bh.y, bh.z, bh.w}, xo[4] = {bl.x, bl.y, bl.z, bl.w};
 #pragma unroll
