@@ -48,7 +48,6 @@
 // rows 8-15) gives sum(M·x) and sum(x) of the same k-slots, and a group's value is
 // s · (sum((M + c)·x) − sum(M·x) − z · sum(x)), z = 1.5 on the symmetric grid.
 
-#include <algorithm>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -63,7 +62,6 @@ namespace {
 
 // What the kernels take: the public parameters and what only this file's launches set.
 struct GemvParams : Linear2bitParams {
-  int64_t packed_stride = 0;  // words between two rows of packed: K / 16
   float act_qmax = 0.f;       // kA8 (ternary_a8_gemv_launch): Q of the in-kernel activation quantization
   const float* act_scales = nullptr;  // int8 q with the layer's epilogue: s_b of each row of q
 };
@@ -206,7 +204,7 @@ struct Ring {
     dst0 = 4 * (r * kRowWords + 4 * (unit ^ ((r >> 1) & 3)));
 #pragma unroll
     for (int q = 0; q < kPieces; ++q)
-      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * p.packed_stride + 4 * unit;
+      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * (p.K / 16) + 4 * unit;
   }
   // Lane (g, t) reads word t of unit j in rows g + 8k: at (lane_word(g, t) ^ 4j) + 8k·kRowWords
   // ((g + 8k) >> 1 & 3 is g >> 1 & 3, and the XOR touches only the unit bits).
@@ -948,8 +946,6 @@ Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStr
   // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
   // on every launch would cost more than the kernel at M = 1 in eager mode).
   static int allowed[64] = {};  // per device: the largest size set so far
-  // Each launcher sets packed_stride (K / 16 of the full row): 0 would read row 0 for every row.
-  if (p.packed_stride < p.K / 16) return Status::kInvalidArgument;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return Status::kCudaError;
   if (smem > 48 * 1024 && int(smem) > allowed[dev]) {
@@ -1054,7 +1050,6 @@ Status ternary_int8_gemv_launch(const TernaryInt8Params& t, cudaStream_t stream)
   p.y = t.y;
   p.y_row_stride = t.y_row_stride;
   p.packed = t.packed;
-  p.packed_stride = t.K / 16;
   p.M = t.M;
   p.N = t.N;
   p.K = p.group_size = t.K;
@@ -1092,7 +1087,6 @@ Status ternary_a8_gemv_launch(const TernaryA8Params& t, cudaStream_t stream) {
   p.N = t.N;
   p.K = t.K;
   p.group_size = t.K;
-  p.packed_stride = t.K / 16;
   p.dtype = t.dtype;
   p.pdl = t.pdl;
   p.act_qmax = float(t.qmax);
@@ -1120,7 +1114,6 @@ Status linear_2bit_gemv_launch(const Linear2bitParams& p, cudaStream_t stream) {
   if (int64_t(p.N) + 15 > int64_t(0x7fffffff)) return Status::kUnsupported;
   GemvParams k;
   static_cast<Linear2bitParams&>(k) = p;
-  k.packed_stride = p.K / 16;
   switch (p.dtype) {
     case DType::kF16: return launch_typed<__half>(k, stream);
     case DType::kBF16: return launch_typed<__nv_bfloat16>(k, stream);
