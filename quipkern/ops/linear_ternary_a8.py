@@ -96,15 +96,16 @@ TERNARY_INT8_GEMV_MAX_M = 16
 TERNARY_INT8_GEMV_MAX_K = 1 << 22
 
 
-def _cuda_int8_gemv_takes(M, K) -> bool:
-    return (_ext.AVAILABLE and M <= TERNARY_INT8_GEMV_MAX_M and K % 64 == 0 and K <= TERNARY_INT8_GEMV_MAX_K
-            and backend.forced_backend() in (None, "cuda"))
+def _cuda_int8_gemv_takes(q, packed) -> bool:
+    """Whether matmul_ternary_int8's CUDA backend (its own rule, _cuda_supports) runs q."""
+    return ("cuda" in backend.available("matmul_ternary_int8") and backend.forced_backend() in (None, "cuda")
+            and backend.why_not("matmul_ternary_int8", "cuda", q, packed) is None)
 
 
-def _int8_gemm_path(M, K) -> bool:
-    """Whether the layer's M rows (on CUDA, Triton steps) take expand + int8 GEMM, with
-    the epilogue inside, rather than matmul_ternary_int8 and scale_rows_cols."""
-    return M >= INT8_GEMM_MIN_M and not _cuda_int8_gemv_takes(M, K)
+def _int8_gemm_path(q, packed) -> bool:
+    """Whether the layer's rows q (on CUDA, Triton steps) take expand + int8 GEMM, with
+    the epilogue inside, rather than the CUDA int8 GEMV or matmul_ternary_int8."""
+    return q.shape[0] >= INT8_GEMM_MIN_M and not _cuda_int8_gemv_takes(q, packed)
 
 
 if _ext.AVAILABLE:
@@ -204,10 +205,9 @@ def linear_ternary_a8(
             return o
         if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
             q, s = _tl.quantize_rows(x2, act_bits)
-            if _int8_gemm_path(x2.shape[0], K):  # prefill: the epilogue inside the GEMM
+            if _int8_gemm_path(q, packed):  # prefill: the epilogue inside the GEMM
                 _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
-            elif (x2.is_cuda and o.dtype in (torch.float16, torch.bfloat16) and o.stride(-1) == 1
-                  and _cuda_int8_gemv_takes(x2.shape[0], K)):
+            elif o.dtype in (torch.float16, torch.bfloat16) and o.stride(-1) == 1 and _cuda_int8_gemv_takes(q, packed):
                 # decode: the epilogue (and the bias) inside the int8 GEMV, one launch fewer
                 torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, o, s.view(-1), scale.float().contiguous(), b)
                 return o
