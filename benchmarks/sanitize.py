@@ -103,7 +103,8 @@ if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
 
     fn = backend.implementation("matmul_ternary_int8", "cuda")
     # the W1.58A8 decode GEMV: one and two row tiles, one and two n8 tiles of q (M > 8),
-    # partial chunks, a strided q, K in pieces (M·K > 32768; a short last piece)
+    # partial chunks, a strided q, long rows (K = 11008 at M = 3 and 11), with and without
+    # the layer's epilogue
     for N, K, M in ((37, 64, 1), (8200, 1024, 3), (300, 4096, 8), (20, 320, 5), (8200, 11008, 3), (77, 4160, 8),
                     (8200, 4096, 16), (77, 11008, 11), (33, 192, 9)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")

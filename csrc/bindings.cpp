@@ -146,13 +146,14 @@ const uint16_t* zeros_ptr(const std::optional<at::Tensor>& zeros, const at::Tens
   return reinterpret_cast<const uint16_t*>(zeros->data_ptr());
 }
 
-// A decode layer's optional bias: (N,) contiguous in x's dtype, on x's device; nullptr
-// for none.
-const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& x, int64_t N, const char* op) {
+// A decode layer's optional bias: (N,) contiguous in the dtype of `like` (named like_name:
+// x, or out where x is int8), on its device; nullptr for none.
+const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& like, int64_t N, const char* op,
+                     const char* like_name = "x") {
   if (!bias) return nullptr;
-  check_cuda(*bias, x, op, "bias");
-  QK_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
-           ": 'bias' must be contiguous (N,) in x's dtype");
+  check_cuda(*bias, like, op, "bias");
+  QK_CHECK(bias->scalar_type() == like.scalar_type() && bias->numel() == N && bias->is_contiguous(), op,
+           ": 'bias' must be contiguous (N,) in ", like_name, "'s dtype");
   return bias->data_ptr();
 }
 
@@ -316,7 +317,7 @@ void ternary_int8_gemv_cuda(const at::Tensor& q, const at::Tensor& packed, at::T
     p.act_scale = act_scale->data_ptr<float>();
     p.scale = scale->data_ptr<float>();
     p.scale_stride = scale->size(0) == 1 ? 0 : 1;
-    p.bias = bias_ptr(bias, out, N, op);
+    p.bias = bias_ptr(bias, out, N, op, "out");
     p.dtype = to_dtype(out, op, "out");
   } else {
     QK_CHECK(!scale && !bias, op, ": 'scale' and 'bias' go with 'act_scale' (the float epilogue)");
