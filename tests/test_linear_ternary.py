@@ -163,9 +163,8 @@ def test_dequantize_base3_kernel(name, device, N, K, per_row, dtype):
                     reason="needs the CUDA extension and a GPU")
 @pytest.mark.parametrize("M", [9, 16])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_base3_cuda_gemv_above_the_dispatch_limit(M, dtype):
-    """The CUDA base-3 GEMV takes up to 16 rows; the dispatch gives it M <= 8, so its M > 8
-    variant is checked by calling the private op."""
+def test_base3_cuda_gemv_two_tiles_of_x(M, dtype):
+    """The CUDA base-3 GEMV's M > 8 variant (two n8 tiles of x), through the private op."""
     N, K = 96, 2570
     (packed, scale), W = ternary_case(N, K, "base3", True, "cuda")
     x = torch.randn(M, K, device="cuda").to(dtype)
@@ -173,6 +172,26 @@ def test_base3_cuda_gemv_above_the_dispatch_limit(M, dtype):
     torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
     ref = x.double() @ W.to("cuda").t()
     assert rel_err(out, ref) < LAYER_TOL[dtype]
+
+
+@pytest.mark.skipif(not HAS_CUDA or "cuda" not in backend.available("linear_ternary"),
+                    reason="needs the CUDA extension and a GPU")
+@pytest.mark.parametrize("M", [9, 12, 16])
+def test_base3_dispatch_at_9_to_16_rows(M):
+    """M = 9..16 goes to the CUDA base-3 GEMV where N <= CUDA_BASE3_SMALL_N and to Triton's
+    kernel above it; through the op (no forced backend) the result is the layer's."""
+    import importlib
+
+    lt = importlib.import_module("quipkern.ops.linear_ternary")
+    K = 640
+    for N in (lt.CUDA_BASE3_SMALL_N, lt.CUDA_BASE3_SMALL_N + 16):
+        (packed, scale), W = ternary_case(N, K, "base3", True, "cuda")
+        x = torch.randn(M, K, device="cuda").to(torch.bfloat16)
+        args = (x, packed, scale, None, None, None, None, None, False, False, K, N, K)
+        why = backend.why_not("linear_ternary", "cuda", *args)
+        assert (why is None) == (N <= lt.CUDA_BASE3_SMALL_N), why
+        y = quipkern.linear_ternary(x, packed, scale, None, in_features=K, out_features=N)
+        assert rel_err(y, x.double() @ W.to("cuda").t()) < LAYER_TOL[torch.bfloat16]
 
 
 def test_ternary_zero_points_come_from_one_cached_buffer():

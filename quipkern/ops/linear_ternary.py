@@ -26,10 +26,14 @@ from .transformed_linear import check_layer_args, check_x, composed_forward, den
 __all__ = ["linear_ternary"]
 
 # The CUDA base-3 GEMV takes up to 16 rows (csrc/include/quipkern/linear_ternary.h), but
-# the dispatch gives it M <= 8 only: at M = 16 Triton's base-3 kernel was faster on the H100
-# (8192²: 53 vs 74 µs, 28672×8192: 171 vs 187; session 7, benchmarks/BENCHMARKS.md), and
-# for M = 9..16 the CUDA kernel runs the same variant (two n8 tiles of x rows) as at 16.
+# the dispatch gives it M = 9..16 (its two-n8-tile variant) only for layers of at most
+# CUDA_BASE3_SMALL_N outputs.  H100, bench.py, M = 16 (session 13, CUDA against Triton's
+# kernel in the same call): 4096² 15.7 vs 27.5 µs, 4096×11008 35.8 vs 68.5, 1024×4096 9.4
+# vs 26.9, 2048×8192 17.6 vs 51.6; Triton's was faster at 8192² (53 vs 74), 28672×8192
+# (166 vs 179), 14336×4096 (46 vs 50; session 12, benchmarks/probe/base3_gemv.py).
 CUDA_BASE3_MAX_M = 8
+CUDA_BASE3_SMALL_N_MAX_M = 16
+CUDA_BASE3_SMALL_N = 4096
 
 
 def weight_k(x, packed, in_features, K) -> int:
@@ -194,8 +198,11 @@ if "cuda" in backend.available("linear_2bit"):
         K = rest[-1]
         if x.dtype not in (torch.float16, torch.bfloat16):
             return f"the CUDA base-3 kernel takes float16 or bfloat16 activations, got {x.dtype}"
-        if x.numel() // x.shape[-1] > CUDA_BASE3_MAX_M:
-            return f"the CUDA base-3 kernel takes at most {CUDA_BASE3_MAX_M} rows, got {x.numel() // x.shape[-1]}"
+        M, N = x.numel() // x.shape[-1], packed.shape[0]
+        max_m = CUDA_BASE3_SMALL_N_MAX_M if N <= CUDA_BASE3_SMALL_N else CUDA_BASE3_MAX_M
+        if M > max_m:
+            return (f"the CUDA base-3 kernel takes at most {max_m} rows for N = {N} "
+                    f"({CUDA_BASE3_SMALL_N_MAX_M} where N <= {CUDA_BASE3_SMALL_N}), got {M}")
         if K % 2:
             return f"the CUDA base-3 kernel takes an even K (x is read in pairs), got K={K}"
         return None
