@@ -89,13 +89,15 @@ stage_sass() {
   grep -c "^        /\*[0-9a-f]*\*/" "$OUT/gemv_sass.txt" | tee -a "$LOG"
 }
 stage_source() {
-  step "Nsight Compute, full set with per-instruction samples, one GEMV call -> gemv_source.csv"
+  # SOURCE_KERNEL (a kernel-name regex, default gemv) and SOURCE_WHAT (profile_kernels.py --what)
+  k=${SOURCE_KERNEL:-gemv}
+  step "Nsight Compute, full set with per-instruction samples, one $k call -> ${k}_source.csv"
   # one profiled call (the third, on a fresh weight set); the SASS view with stall samples per line
-  ncu --clock-control none --set full --import-source yes --kernel-name regex:gemv --launch-skip 2 --launch-count 1 \
-    -f -o /tmp/gemv_full $PY benchmarks/profile_kernels.py --what gemv ${PROFILE_ARGS:---calls 3} > /tmp/ncu_full.log 2>&1 || { status=1; tail -20 /tmp/ncu_full.log; }
-  ncu -i /tmp/gemv_full.ncu-rep --page details > "$OUT/gemv_details.txt" 2>&1 || status=1
-  ncu -i /tmp/gemv_full.ncu-rep --page source --csv --print-source sass > "$OUT/gemv_source.csv" 2>&1 || status=1
-  grep -E "Duration|DRAM Throughput|Issued Warp|No Eligible|Executed Ipc" "$OUT/gemv_details.txt" | tee -a "$LOG"
+  ncu --clock-control none --set full --import-source yes --kernel-name regex:$k --launch-skip 2 --launch-count 1 \
+    -f -o /tmp/${k}_full $PY benchmarks/profile_kernels.py --what ${SOURCE_WHAT:-gemv} ${PROFILE_ARGS:---calls 3} > /tmp/ncu_full.log 2>&1 || { status=1; tail -20 /tmp/ncu_full.log; }
+  ncu -i /tmp/${k}_full.ncu-rep --page details > "$OUT/${k}_details.txt" 2>&1 || status=1
+  ncu -i /tmp/${k}_full.ncu-rep --page source --csv --print-source sass > "$OUT/${k}_source.csv" 2>&1 || status=1
+  grep -E "Duration|DRAM Throughput|Issued Warp|No Eligible|Executed Ipc" "$OUT/${k}_details.txt" | tee -a "$LOG"
 }
 stage_ab() {
   step "GEMV versions side by side, each checked then timed (benchmarks/probe/ab.sh) -> probe.txt"
