@@ -102,12 +102,6 @@ def _cuda_int8_gemv_takes(q, packed) -> bool:
             and backend.why_not("matmul_ternary_int8", "cuda", q, packed) is None)
 
 
-def _int8_gemm_path(q, packed) -> bool:
-    """Whether the layer's rows q (on CUDA, Triton steps) take expand + int8 GEMM, with
-    the epilogue inside, rather than the CUDA int8 GEMV or matmul_ternary_int8."""
-    return q.shape[0] >= INT8_GEMM_MIN_M and not _cuda_int8_gemv_takes(q, packed)
-
-
 if _ext.AVAILABLE:
 
     def _cuda_matmul(q, packed, out=None):
@@ -205,9 +199,10 @@ def linear_ternary_a8(
             return o
         if _triton_steps(x2):  # one kernel each instead of a chain of elementwise passes
             q, s = _tl.quantize_rows(x2, act_bits)
-            if _int8_gemm_path(q, packed):  # prefill: the epilogue inside the GEMM
+            gemv = _cuda_int8_gemv_takes(q, packed)  # asked once: the rule decides both branches
+            if q.shape[0] >= INT8_GEMM_MIN_M and not gemv:  # prefill: expand + int8 GEMM, the epilogue inside
                 _tl.gemm_int8(q, _tl.expand_trits_int8(packed), o, s, scale.float().contiguous())
-            elif o.dtype in (torch.float16, torch.bfloat16) and o.stride(-1) == 1 and _cuda_int8_gemv_takes(q, packed):
+            elif gemv and o.dtype in (torch.float16, torch.bfloat16) and o.stride(-1) == 1:
                 # decode: the epilogue (and the bias) inside the int8 GEMV, one launch fewer
                 torch.ops.quipkern._ternary_int8_gemv_cuda(q, packed, o, s.view(-1), scale.float().contiguous(), b)
                 return o
