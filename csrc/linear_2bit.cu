@@ -727,7 +727,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   if constexpr (!kInt8) for (int b = 0; b < p.M; ++b) {
     float scale = 0.f;
     if constexpr (kA8) scale = __int_as_float(ex[b]);
-    else if constexpr (!kInt8) scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
+    else scale = ex[b] == kBadRow ? 0.f : __uint_as_float(uint32_t(127 + ex[b]) << 23);
     const int slices = p.K / 16;
     for (int q0 = 32 * warp; q0 < slices; q0 += 32 * kWarps) {  // the same trip count for a whole warp
       const int q = q0 + lane;

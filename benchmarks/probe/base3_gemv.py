@@ -1,7 +1,7 @@
 """The CUDA base-3 GEMV alone (torch.ops.quipkern._linear_ternary_base3_gemv_cuda) at
 every M the kernel takes, against bf16 F.linear in the same run: the rig's CUDA-graph
 replay over weights rotated past L2.  For A/B runs of the kernel (the layer's dispatch
-sends M > 8 to Triton, so bench.py does not time the CUDA kernel there).
+sends M = 9..16 to Triton where N > 4096, so bench.py does not time the CUDA kernel there).
     python benchmarks/probe/base3_gemv.py [--m 1,8,16] [--shapes 8192x8192,...]"""
 
 import argparse
