@@ -274,12 +274,16 @@ __device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
 // mma.m16n8k16 with A = Qe (16 x 16 tiles, zero past m), B = X (a' along k, 8 columns b
 // along n), fp32 sums.  For fp32-like accuracy both sides are split into bf16 hi + lo
 // (lo = v - hi, exact in fp32): Qh·Xh + Qh·Xl + Ql·Xh leaves out Ql·Xl, ~2^-16 relative
-// at most, below the fp16 / bf16 output rounding.  Measured (H100, M = 4096): width
-// 28672 (m = 28) 555 -> 435 us, 14336 (m = 28) 261 -> 207 us; the kernel is still
-// issue-bound (benchmarks/NOTES.md, session 7).
+// at most, below the fp16 / bf16 output rounding.  When every entry of Q has the same
+// magnitude c (Q = H_m / sqrt(m), the usual case), Qh = ±bf16(c) is exactly Q scaled by
+// bf16(c) / c: the Ql mma is skipped and the output rescaled by c / bf16(c).
 // Qe's fragments are built once per block, hi and lo, in lane order ([tile][hi/lo][lane]
 // [4 words]: a lane's 16 bytes are contiguous, so the 32 lanes read without conflicts).
-// A warp takes items (row r, row tile mt, 16 columns b): 2 n-tiles, ceil(m / 16) k-steps.
+// A warp takes items (row r, 16 columns b, one or two row tiles of Qe); with two, X's
+// fragments are loaded and split once for both.
+// Measured (H100, M = 4096, width 28672 = 28 · 1024): one item per row tile with its
+// own division-based index math and three mmas: 428 us, of which two thirds of the
+// instructions were this stage (ncu source view, benchmarks/NOTES.md, session 13).
 constexpr int kQTileWords = 2 * 32 * 4;  // one 16 x 16 tile's A fragments, hi and lo
 
 __device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
@@ -297,8 +301,17 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint4& a, uint32_t
 
 // Qe's A fragments into shared memory.  Fragment word j of lane (g, t) holds row
 // g + 8·(j & 1), columns 2t + 8·(j >> 1) and the next (low half first) of the tile.
-__device__ __forceinline__ void build_q_fragments(const RhtParams& p, uint32_t* qf, int kt_count) {
+// kVote (the many-rows kernel): returns this thread's vote on "every entry of Q has the magnitude c = |Q[0][0]|" over
+// the entries it read (and c in q_mag); the block's AND is taken at the barrier before the
+// Q stage (no extra round trip for q).  When it holds, the hi fragments are ±bf16(c)
+// exactly, i.e. Q scaled by bf16(c) / c: the Q stage skips the lo mma and rescales its
+// output by c / bf16(c).  Nothing here waits on q[0] before the loop's own loads of q are
+// issued: at M = 1 two global round trips in a row cost ~0.2 us (H100, session 14).
+template <bool kVote>
+__device__ __forceinline__ bool build_q_fragments(const RhtParams& p, uint32_t* qf, int kt_count, float& q_mag) {
   const int m = p.m;
+  const float c = kVote ? fabsf(__ldg(p.q)) : 0.f;
+  bool same = true;
   for (int i = threadIdx.x; i < kt_count * kt_count * 32 * 4; i += blockDim.x) {
     const int j = i & 3, lane = (i >> 2) & 31, tile = i >> 7;
     const int row = (tile / kt_count) * 16 + (lane >> 2) + 8 * (j & 1);
@@ -306,20 +319,29 @@ __device__ __forceinline__ void build_q_fragments(const RhtParams& p, uint32_t* 
     float v[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int c = col + e;
-      v[e] = row < m && c < m ? q_entry(p, row, c) : 0.f;
+      const int cc = col + e;
+      const bool inside = row < m && cc < m;
+      v[e] = inside ? q_entry(p, row, cc) : 0.f;
+      if (kVote) same = same && (!inside || fabsf(v[e]) == c);
     }
     uint32_t hi, lo;
     split_bf16(v[0], v[1], hi, lo);
     qf[(tile * 2 + 0) * 128 + lane * 4 + j] = hi;
     qf[(tile * 2 + 1) * 128 + lane * 4 + j] = lo;
   }
+  q_mag = c;
+  return kVote && same && c > 0.f && isfinite(c);
 }
 
+
+
 // The Q stage of rows [0, rows_here) of the block over the columns [b0, b0 + span), from
-// the H passes' output in shared memory (sub-row stride kRow floats) to y.
+// the H passes' output in shared memory (sub-row stride kRow floats) to y: the few-rows
+// (decode) kernel's, one row tile an item and three mmas.  q_stage_mma_bulk below halves
+// the many-rows kernel's work but took 0.15-0.45 us more at M = 1 and 16 in every version
+// tried (H100, sessions 13-14), so the decode path keeps this one.
 template <typename T, int kLogP>
-__device__ __forceinline__ void q_stage_mma(const RhtParams& p, const float* smem, const uint32_t* qf,
+__device__ __forceinline__ void q_stage_mma_few(const RhtParams& p, const float* smem, const uint32_t* qf,
                                             int kt_count, int64_t row0, int rows_here, int b0, int span, float post) {
   constexpr int kP = 1 << kLogP, kRow = row_floats<kLogP>();
   const int m = p.m, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -383,6 +405,118 @@ __device__ __forceinline__ void q_stage_mma(const RhtParams& p, const float* sme
         }
       }
   }
+}
+
+// Items of the Q stage: (row r, 16 columns b, chunk of kTiles row tiles of Qe).  chunk
+// is the fastest index, so that few items (decode) still spread over the warps.
+template <typename T, int kLogP, int kTiles>
+__device__ __forceinline__ void q_stage_items(const RhtParams& p, const float* smem, const uint32_t* qf,
+                                              int kt_count, int64_t row0, int rows_here, int b0, int log2_cols,
+                                              float post, bool uniform) {
+  constexpr int kP = 1 << kLogP, kRow = row_floats<kLogP>();
+  const int m = p.m, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warps = blockDim.x >> 5;
+  const int chunks = kTiles == 1 ? kt_count : kt_count >> 1;  // 1..4 (m <= 64; kTiles = 2: kt_count even)
+  // it / chunks as a multiply-high, exact for it < 2^28; no division on the path to the
+  // first item (at M = 1 the Q stage is a few items and every cycle before them counts)
+  const uint32_t chunk_magic = chunks == 2 ? 0x80000000u : chunks == 3 ? 0x55555556u : 0x40000000u;
+  const int items = (rows_here << log2_cols) * chunks;
+  // y pairs as one 4-byte store where y's rows keep them aligned
+  const bool pair_store = reinterpret_cast<uintptr_t>(p.y) % 4 == 0 && p.y_row_stride % 2 == 0;
+#pragma unroll 1
+  for (int it = threadIdx.x >> 5; it < items; it += warps) {
+    const int rc = chunks == 1 ? it : int(__umulhi(uint32_t(it), chunk_magic));
+    const int mt0 = (it - rc * chunks) * kTiles, r = rc >> log2_cols;
+    const int bb = b0 + ((rc & ((1 << log2_cols) - 1)) << 4);
+    // lane's B column in each n-tile, and its first k row (sub-row a' = 2t)
+    const float* xc0 = smem + (r * m + 2 * t) * kRow + padded(bb + g);
+    const float* xc1 = smem + (r * m + 2 * t) * kRow + padded(bb + 8 + g);
+    float acc[kTiles][2][4] = {};
+#pragma unroll 1
+    for (int kt = 0; kt < kt_count; ++kt) {
+      // B fragments: rows k0, k0 + 1, k0 + 8, k0 + 9 (sub-rows a'), zeros past m
+      const int k0 = 16 * kt + 2 * t;
+      uint32_t bh[2][2], bl[2][2];
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb) {
+        const float* xc = (nb == 0 ? xc0 : xc1) + 16 * kt * kRow;
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int dk = (e & 1) + 8 * (e >> 1);
+          v[e] = k0 + dk < m ? xc[dk * kRow] : 0.f;  // past m: zeros (smem there is another row or garbage)
+        }
+        split_bf16(v[0], v[1], bh[nb][0], bl[nb][0]);
+        split_bf16(v[2], v[3], bh[nb][1], bl[nb][1]);
+      }
+#pragma unroll
+      for (int u = 0; u < kTiles; ++u) {
+        const int mt = mt0 + u;
+        if (mt >= kt_count) break;
+        const uint4* qt = reinterpret_cast<const uint4*>(qf + (mt * kt_count + kt) * kQTileWords);
+        const uint4 ah = qt[lane];
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb) {
+          mma_bf16(acc[u][nb], ah, bh[nb][0], bh[nb][1]);
+          mma_bf16(acc[u][nb], ah, bl[nb][0], bl[nb][1]);
+        }
+        if (!uniform) {
+          const uint4 al = qt[32 + lane];
+#pragma unroll
+          for (int nb = 0; nb < 2; ++nb) mma_bf16(acc[u][nb], al, bh[nb][0], bh[nb][1]);
+        }
+      }
+    }
+    // C fragment: rows g (acc[.][.][0..1]) and g + 8 (acc[.][.][2..3]), columns 2t, 2t + 1
+    T* dst = static_cast<T*>(p.y) + (row0 + r) * p.y_row_stride;
+#pragma unroll
+    for (int u = 0; u < kTiles; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int a = 16 * (mt0 + u) + g + 8 * h;
+        if (a >= m) continue;
+        const int col16 = a * kP + bb;  // a multiple of 16: its signs are two whole bytes
+        uint32_t sbits = 0;
+        if (p.signs_out != nullptr)
+          sbits = uint32_t(__ldg(p.signs_out + (col16 >> 3))) | (uint32_t(__ldg(p.signs_out + (col16 >> 3) + 1)) << 8);
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb) {
+          const int off = 8 * nb + 2 * t, col = col16 + off;
+          const float r0 = xor_sign(acc[u][nb][2 * h] * post, (sbits >> off) & 1u);
+          const float r1 = xor_sign(acc[u][nb][2 * h + 1] * post, (sbits >> (off + 1)) & 1u);
+          if (pair_store && col + 1 < p.n_out) {
+            T pair[2] = {Cvt<T>::store(r0), Cvt<T>::store(r1)};
+            *reinterpret_cast<uint32_t*>(dst + col) = *reinterpret_cast<const uint32_t*>(pair);
+          } else {
+            if (col < p.n_out) dst[col] = Cvt<T>::store(r0);
+            if (col + 1 < p.n_out) dst[col + 1] = Cvt<T>::store(r1);
+          }
+        }
+      }
+  }
+}
+
+// The Q stage of rows [0, rows_here) of the block over the columns [b0, b0 + 2^log2_span),
+// from the H passes' output in shared memory (sub-row stride kRow floats) to y.  uniform:
+// the block's vote of build_q_fragments, q_mag its c.  span >= 32.  Two row tiles an item
+// halve the loads and splits of X where the row tiles pair up (m = 17..32, 49..64) and
+// there are enough items for every warp; otherwise one (H100, M = 4096: width 11008,
+// m = 43, 195 us with one, 215 with a two-and-one split; benchmarks/NOTES.md, session 13).
+template <typename T, int kLogP>
+__device__ __forceinline__ void q_stage_mma_bulk(const RhtParams& p, const float* smem, const uint32_t* qf,
+                                                 int kt_count, int64_t row0, int rows_here, int b0, int log2_span,
+                                                 float post, bool uniform, float q_mag) {
+  // c / bf16(c) to ~2 ulp of fp32 (far below the output's rounding), without the
+  // division's slow path on the way to the first item
+  if (uniform) post *= __fdividef(q_mag, __bfloat162float(__float2bfloat16_rn(q_mag)));
+  // mma needs whole warps: a block of m·p/32 threads a row (p = 32, odd m) may end in a
+  // partial warp, which sits this stage out
+  const int warps = blockDim.x >> 5;
+  if (int(threadIdx.x >> 5) >= warps) return;
+  const int log2_cols = log2_span - 4;
+  if (kt_count % 2 == 0 && (rows_here << log2_cols) * (kt_count / 2) >= warps)
+    q_stage_items<T, kLogP, 2>(p, smem, qf, kt_count, row0, rows_here, b0, log2_cols, post, uniform);
+  else
+    q_stage_items<T, kLogP, 1>(p, smem, qf, kt_count, row0, rows_here, b0, log2_cols, post, uniform);
 }
 
 template <int kLogP>
@@ -449,7 +583,9 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
   }
 }
 
-template <typename T, int kLogP>
+// kBulk: the many-rows variant (the grid covers the GPU; fp16 / bf16, m > 1), whose Q stage
+// is q_stage_mma_bulk; the decode path (few rows) keeps q_stage_mma_few.
+template <typename T, int kLogP, bool kBulk>
 __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan plan) {
   pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
   pdl_launch_dependents();
@@ -469,9 +605,11 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   const bool q_stage = m > 1;
   const int kt_count = (m + 15) / 16;
   float* qs = smem + q_offset(R * m * kRow);
+  bool q_vote = false;  // kBulk: build_q_fragments' vote and c
+  float q_mag = 1.f;
   if (q_stage) {
     if constexpr (kTensorQ) {
-      build_q_fragments(p, reinterpret_cast<uint32_t*>(qs), kt_count);
+      q_vote = build_q_fragments<kBulk>(p, reinterpret_cast<uint32_t*>(qs), kt_count, q_mag);
     } else {  // Q stage matrix, [a'][chunk*8 + u], as in the generic kernel
       const int width = plan.q_chunks * kQChunk;
       for (int i = threadIdx.x; i < m * width; i += blockDim.x) {
@@ -538,12 +676,22 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   // Few rows (decode): 2^log2_q_split blocks share a row.  Each one redoes the cheap H
   // passes of the whole row and then takes its slice of the columns b in the Q stage,
   // which is where the time goes (m multiply-adds per element).
-  __syncthreads();
+  bool q_uniform = false;
+  if constexpr (kBulk) {
+    q_uniform = __syncthreads_and(q_vote);  // the barrier the Q stage needs anyway
+  } else {
+    __syncthreads();
+  }
   const int rows_here = int(min(int64_t(R), p.rows - row0));
   const int log2_span = kLogP - plan.log2_q_split, b0 = int(blockIdx.y) << log2_span;
   if constexpr (kTensorQ) {
-    q_stage_mma<T, kLogP>(p, smem, reinterpret_cast<const uint32_t*>(qs), kt_count, row0, rows_here, b0,
-                          1 << log2_span, post);
+    if constexpr (kBulk) {
+      q_stage_mma_bulk<T, kLogP>(p, smem, reinterpret_cast<const uint32_t*>(qs), kt_count, row0, rows_here, b0,
+                                 log2_span, post, q_uniform, q_mag);
+    } else {
+      q_stage_mma_few<T, kLogP>(p, smem, reinterpret_cast<const uint32_t*>(qs), kt_count, row0, rows_here, b0,
+                                1 << log2_span, post);
+    }
     return;
   }
   const int work = (rows_here * plan.q_chunks) << log2_span, width = plan.q_chunks * kQChunk;
@@ -613,20 +761,22 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
                                                                     : size_t(kt_count) * kt_count * kQTileWords);
   }
   const size_t smem = (PassSplit<kLogP>::kPasses == 1 && p.m == 1) ? 0 : floats * sizeof(float);
-  auto kernel = rht_main_kernel<T, kLogP>;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
-    return Status::kCudaError;
   const int64_t blocks = (p.rows + plan.rows_per_block - 1) / plan.rows_per_block;
   if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
-  // Split the Q stage over blocks while the grid is smaller than the GPU, down to 32
-  // columns a block.  Not in place: a block writes its slice while another still reads x.
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return Status::kCudaError;
-  if (p.m > 1 && p.x != p.y) {
-    const int sms = sm_count(device);  // cached (launch.cuh)
-    if (sms == 0) return Status::kCudaError;
+  const int sms = p.m > 1 ? sm_count(device) : 1;  // cached (launch.cuh)
+  if (sms == 0) return Status::kCudaError;
+  // Split the Q stage over blocks while the grid is smaller than the GPU, down to 32
+  // columns a block.  Not in place: a block writes its slice while another still reads x.
+  if (p.m > 1 && p.x != p.y)
     while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
+  auto kernel = rht_main_kernel<T, kLogP, false>;
+  if constexpr (!std::is_same<T, float>::value) {
+    if (p.m > 1 && blocks >= sms) kernel = rht_main_kernel<T, kLogP, true>;
   }
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    return Status::kCudaError;
   const cudaError_t e = launch_on(device, true, kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split),
                                   dim3(threads), smem, stream, p, plan);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
