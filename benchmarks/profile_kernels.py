@@ -29,6 +29,17 @@ def gemv(N, K, M, calls, dtype=torch.bfloat16):
     torch.cuda.synchronize()
 
 
+def base3(N, K, M, calls, dtype=torch.bfloat16):
+    """The CUDA base-3 ternary GEMV (bytes < 243: valid base-3 digits)."""
+    x = torch.randn(M, K, device="cuda", dtype=dtype)
+    out = torch.empty(M, N, device="cuda", dtype=dtype)
+    scale = torch.rand(N, device="cuda")
+    for _ in range(calls):
+        packed = torch.randint(0, 243, (N, (K + 79) // 80 * 16), dtype=torch.uint8, device="cuda")
+        torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
+    torch.cuda.synchronize()
+
+
 def rht(n, M, calls, dtype=torch.bfloat16):
     spec = quipkern.width_plan(n).spec
     q = spec.q_matrix().cuda() if spec.m > 1 else None
@@ -41,7 +52,7 @@ def rht(n, M, calls, dtype=torch.bfloat16):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--what", default="gemv,rht")
+    ap.add_argument("--what", default="gemv,rht")  # gemv, base3, rht
     ap.add_argument("--shapes", default="8192x8192")
     ap.add_argument("--widths", default="11008,28672")
     ap.add_argument("--m", type=int, default=1)
@@ -52,6 +63,10 @@ def main():
             for s in a.shapes.split(","):
                 N, K = map(int, s.split("x"))
                 gemv(N, K, a.m, a.calls)
+        elif what == "base3":
+            for s in a.shapes.split(","):
+                N, K = map(int, s.split("x"))
+                base3(N, K, a.m, a.calls)
         elif what == "rht":
             for n in a.widths.split(","):
                 rht(int(n), a.m, a.calls)

@@ -16,7 +16,9 @@ for impl in IMPLS:
     if impl not in backend.available("rht"):
         continue
     fn = backend.implementation("rht", impl)
-    for n, rows in ((12, 7), (384, 5), (11008, 2), (32768, 1), (4096, 3), (6, 9)):
+    # 28672 · 140 rows: blocks that cover the GPU, the many-rows kernel (its Q stage with two
+    # row tiles an item and the Hadamard-Q vote); 30720 (m = 60): four row tiles
+    for n, rows in ((12, 7), (384, 5), (11008, 2), (32768, 1), (4096, 3), (6, 9), (28672, 140), (30720, 3)):
         spec = quipkern.transform_spec(n)
         q = spec.q_matrix()
         q = q.cuda() if q is not None else None
@@ -91,11 +93,13 @@ if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
     from quipkern.formats import pack_ternary_base3
 
     fn = backend.implementation("linear_ternary", "cuda")
-    # base-3 rows of partial chunks and blocks, partial row blocks, both NT variants
-    for N, K, M in ((37, 100, 1), (16, 2570, 9), (200, 400, 16), (8, 80, 3)):
+    # base-3 rows of partial chunks and blocks, partial row blocks, both NT variants; M = 1
+    # with x in the ring (a partial last 8-column piece at K = 778) and, 4-byte aligned, not
+    for N, K, M, off in ((37, 100, 1, 0), (16, 2570, 9, 0), (200, 400, 16, 0), (8, 80, 3, 0), (40, 778, 1, 0),
+                         (24, 8200, 1, 0), (24, 778, 1, 2)):
         packed = pack_ternary_base3(torch.randint(-1, 2, (N, K))).cuda()
         scale = torch.rand(N, device="cuda")
-        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(M, K + off, device="cuda", dtype=torch.bfloat16)[:, off:]
         fn(x, packed, scale, torch.randn(N, device="cuda", dtype=torch.bfloat16), None, None, None, None, False,
            False, K, N, K)
 if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):

@@ -22,11 +22,24 @@
 // A = 1.0 (the same for every row).  The biased values are small (4..6), so the fp32
 // sums lose nothing measurable over K = 28672.
 //
-// Pipeline: a block owns 16 rows, 8 warps; warp w takes chunks w, w + 8, ... of 4 blocks
-// (64 bytes of each of the 16 rows) through a 3-stage cp.async ring of its own (rows 80
-// bytes apart: the 8 row groups' 16-byte reads fall in distinct banks).  Columns past K
-// are zero in x (checked per load), so the padding trits (and zero-filled blocks past
-// the row) add nothing.  The warps' partial sums meet in shared memory at the end.
+// Pipeline: a block owns 16 rows, 8 warps; warp w takes the contiguous run of blocks
+// [w·B/8, (w+1)·B/8) of the row's B blocks, in chunks of 4 blocks (64 bytes of each of the
+// 16 rows), through a 3-stage cp.async ring of its own (rows 80 bytes apart: the 8 row
+// groups' 16-byte reads fall in distinct banks).  Contiguous runs keep the warps within
+// one block of each other: dealt round robin by chunks, two of the eight warps took 4
+// chunks at K = 8192 where the rest took 3, and the whole grid fits on the GPU at once,
+// so the slowest warp set the time (ncu, H100, 8192² M = 1: 18 % of the samples were
+// warps waiting at the final barrier; benchmarks/NOTES.md, session 14).  Columns past K
+// are zero in x (checked per load, or zero-filled in the ring), so the padding trits add
+// nothing; blocks past a warp's run are never multiplied.  The warps' partial sums meet
+// in shared memory at the end.
+//
+// M = 1 with x 16-byte aligned (kXRing): x's 320 columns of a chunk travel in the ring with
+// the weights (cp.async, zero past K), where the other variants __ldg each k-step's pairs
+// as they go: those loads were the mmas' wait (long-scoreboard stalls on HMMA, 18 % of
+// the samples at 8192² M = 1).  Every lane reads the same x column pairs (lanes of one t
+// share an address: a broadcast), so the B columns 1..7 are copies of column 0, whose sums
+// are never stored.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,8 +55,8 @@ constexpr int kStages = 3;                          // chunks in a warp's ring: 
 constexpr int kChunkBlocks = 4;                     // 80-column blocks a chunk: 64 bytes of each row
 constexpr int kRowBytes = 16 * kChunkBlocks + 16;   // a row's bytes in the ring, 16 of them padding
 constexpr int kStageBytes = 16 * kRowBytes;         // 16 rows
-constexpr int kWarpBytes = kStages * kStageBytes;
 constexpr int kDigits = 5;
+constexpr int kXChunkBytes = 2 * 80 * kChunkBlocks;  // x of a chunk's 320 columns (M = 1, kXRing)
 
 using ptx::and_or;
 using ptx::cp_async16;
@@ -101,17 +114,22 @@ __device__ __forceinline__ void step(float (&acc)[NT][4], float (&sx)[NT][4], co
   }
 }
 
-template <typename T, int NT>
+template <typename T, int NT, bool kXRing>
 __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const LinearTernaryBase3Params p) {
   using O = Tern<T>;
-  __shared__ __align__(16) uint8_t ring[kWarps * kWarpBytes];
+  constexpr int kXBytes = kXRing ? kXChunkBytes : 0;
+  constexpr int kSlotBytes = kStageBytes + kXBytes;  // a stage: 16 rows of weights, then x
+  constexpr int kWarpRing = kStages * kSlotBytes;
+  static_assert(!kXRing || NT == 1, "x in the ring is the M = 1 variant");
+  __shared__ __align__(16) uint8_t ring[kWarps * kWarpRing];
   __shared__ uint32_t table[256];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16;
   const int blocks = (p.K + 79) / 80;  // 16-byte blocks a row
   const int64_t row_bytes = int64_t(blocks) * 16;
-  const int chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
+  // this warp's run of blocks [ub_begin, ub_end), in chunks of kChunkBlocks
+  const int ub_begin = int(int64_t(blocks) * warp / kWarps), ub_end = int(int64_t(blocks) * (warp + 1) / kWarps);
 
   // byte -> its five base-3 digits, 2 bits each (bytes above 242 are invalid input)
   for (int v = threadIdx.x; v < 256; v += blockDim.x) {
@@ -128,19 +146,30 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
   // Copies: lane l brings piece l % 4 (16 bytes) of rows l / 4 and l / 4 + 8 of each chunk.
   // Rows past N read row N - 1 (their sums are never stored); blocks past the row are
   // zero-filled.
-  uint8_t* wring = ring + warp * kWarpBytes;
+  uint8_t* wring = ring + warp * kWarpRing;
   const uint32_t wring_addr = uint32_t(__cvta_generic_to_shared(wring));
   const int prow = lane >> 2, piece = lane & 3;
   const uint8_t* src0 = p.packed + int64_t(min(row0 + prow, p.N - 1)) * row_bytes + 16 * piece;
   const uint8_t* src1 = p.packed + int64_t(min(row0 + prow + 8, p.N - 1)) * row_bytes + 16 * piece;
+  const int nc = (ub_end - ub_begin + kChunkBlocks - 1) / kChunkBlocks;
   auto issue = [&](int i) {  // the warp's i-th chunk into stage i % kStages
-    const int c = warp + i * kWarps;
-    if (c < chunks) {
-      const bool ok = c * kChunkBlocks + piece < blocks;
-      const int64_t off = int64_t(c) * (16 * kChunkBlocks);
-      const uint32_t dst = wring_addr + (i % kStages) * kStageBytes + prow * kRowBytes + 16 * piece;
+    if (i < nc) {
+      const int ub0 = ub_begin + i * kChunkBlocks;
+      const bool ok = ub0 + piece < ub_end;
+      const int64_t off = int64_t(ub0) * 16;
+      const uint32_t dst = wring_addr + (i % kStages) * kSlotBytes + prow * kRowBytes + 16 * piece;
       cp_async16(dst, ok ? src0 + off : src0, ok ? 16 : 0);
       cp_async16(dst + 8 * kRowBytes, ok ? src1 + off : src1, ok ? 16 : 0);
+      if constexpr (kXRing) {  // 40 pieces of 8 columns: lanes 0..7 take two; zeros past K
+        const T* x = static_cast<const T*>(p.x);
+        const uint32_t xdst = wring_addr + (i % kStages) * kSlotBytes + kStageBytes;
+#pragma unroll
+        for (int q = lane; q < kXChunkBytes / 16; q += 32) {
+          const int col = 80 * ub0 + 8 * q;
+          const int bytes = col < p.K ? 2 * min(8, p.K - col) : 0;
+          cp_async16(xdst + 16 * q, bytes > 0 ? x + col : x, bytes);
+        }
+      }
     }
     cp_async_commit();  // also when empty: the group count stays in step
   };
@@ -164,28 +193,35 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
     return table[h & 0xffu] | (table[(h >> 8) & 0xffu] << 16);
   };
   float acc[NT][4] = {}, sx[NT][4] = {};  // sum of (4 + d)·x, and sum of x
-  const int nc = warp < chunks ? (chunks - warp + kWarps - 1) / kWarps : 0;
 
   for (int i = 0; i < nc; ++i) {
     issue(i + kStages - 1);
     cp_async_wait<kStages - 1>();  // chunk i has landed (this lane's copies) ...
     __syncwarp();                  // ... and every lane's
-    const int c = warp + i * kWarps;
-    const uint8_t* stage = wring + (i % kStages) * kStageBytes;
+    const uint8_t* stage = wring + (i % kStages) * kSlotBytes;
 #pragma unroll
     for (int ub = 0; ub < kChunkBlocks; ++ub) {
-      const int u = c * kChunkBlocks + ub;
-      if (u >= blocks) break;  // the same for the whole warp
+      const int u = ub_begin + i * kChunkBlocks + ub;
+      if (u >= ub_end) break;  // the same for the whole warp
       // x of the five k-steps first (its latency overlaps the unpacking)
       uint32_t xb[NT][kDigits][2];
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      if constexpr (kXRing) {
+        const uint32_t* xs = reinterpret_cast<const uint32_t*>(stage + kStageBytes) + 40 * ub + t;
 #pragma unroll
         for (int d = 0; d < kDigits; ++d) {
-          const int col = 80 * u + 16 * d + 2 * t;  // even, and K is even: a pair is all in or all out
-          xb[nt][d][0] = xok[nt] && col < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col)) : 0u;
-          xb[nt][d][1] = xok[nt] && col + 8 < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col + 8)) : 0u;
+          xb[0][d][0] = xs[8 * d];
+          xb[0][d][1] = xs[8 * d + 4];
         }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int d = 0; d < kDigits; ++d) {
+            const int col = 80 * u + 16 * d + 2 * t;  // even, and K is even: a pair is all in or all out
+            xb[nt][d][0] = xok[nt] && col < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col)) : 0u;
+            xb[nt][d][1] = xok[nt] && col + 8 < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col + 8)) : 0u;
+          }
+      }
       const uint4 r0 = *reinterpret_cast<const uint4*>(stage + g * kRowBytes + 16 * ub);
       const uint4 r1 = *reinterpret_cast<const uint4*>(stage + (g + 8) * kRowBytes + 16 * ub);
       // A registers: (row g, cols 2t..), (row g+8, cols 2t..), (row g, cols 2t+8..), (row g+8, cols 2t+8..)
@@ -204,7 +240,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
   // the warps' partial sums, through the rings' space (now free)
   __syncthreads();
   float(*red)[NT][4][32] = reinterpret_cast<float(*)[NT][4][32]>(ring);
-  static_assert(kWarps * NT * 4 * 32 * 4 <= kWarps * kWarpBytes, "the reduction reuses the rings");
+  static_assert(kWarps * NT * 4 * 32 * 4 <= kWarps * kWarpRing, "the reduction reuses the rings");
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -227,15 +263,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
     }
 }
 
-template <typename T, int NT>
+template <typename T, int NT, bool kXRing>
 Status launch_kernel(const LinearTernaryBase3Params& p, cudaStream_t stream) {
-  gemv_ternary_base3_kernel<T, NT><<<dim3((p.N + 15) / 16), dim3(kWarps * 32), 0, stream>>>(p);
+  gemv_ternary_base3_kernel<T, NT, kXRing><<<dim3((p.N + 15) / 16), dim3(kWarps * 32), 0, stream>>>(p);
   return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
 template <typename T>
 Status launch_typed(const LinearTernaryBase3Params& p, cudaStream_t stream) {
-  return p.M <= 8 ? launch_kernel<T, 1>(p, stream) : launch_kernel<T, 2>(p, stream);
+  // x in the ring needs 16-byte pieces of it (cp.async); otherwise the k-steps load it
+  if (p.M == 1 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0) return launch_kernel<T, 1, true>(p, stream);
+  return p.M <= 8 ? launch_kernel<T, 1, false>(p, stream) : launch_kernel<T, 2, false>(p, stream);
 }
 
 }  // namespace

@@ -176,6 +176,30 @@ def test_base3_cuda_gemv_two_tiles_of_x(M, dtype):
 
 @pytest.mark.skipif(not HAS_CUDA or "cuda" not in backend.available("linear_ternary"),
                     reason="needs the CUDA extension and a GPU")
+@pytest.mark.parametrize("K", [80, 778, 8192, 8200])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_base3_cuda_gemv_one_row_x_in_the_ring(K, dtype):
+    """M = 1 with x 16-byte aligned stages x in the kernel's cp.async ring (zero-filled past
+    K); with x only 4-byte aligned it loads x per k-step.  Both give the reference, and the
+    same x gives the same bits either way (the same sums in the same order)."""
+    N = 40
+    (packed, scale), W = ternary_case(N, K, "base3", True, "cuda")
+    buf = torch.randn(1, K + 8, device="cuda").to(dtype)
+    x_ldg = buf[:, 2:2 + K]  # 4-byte aligned: the per-k-step loads
+    x_ring = x_ldg.clone()  # a fresh allocation: 16-byte aligned
+    assert x_ldg.data_ptr() % 16 != 0 and x_ring.data_ptr() % 16 == 0
+    ref = x_ring.double() @ W.to("cuda").t()
+    outs = []
+    for x in (x_ldg, x_ring):
+        out = poison_like(torch.empty(1, N, device="cuda", dtype=dtype))
+        torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
+        assert rel_err(out, ref) < LAYER_TOL[dtype]
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.skipif(not HAS_CUDA or "cuda" not in backend.available("linear_ternary"),
+                    reason="needs the CUDA extension and a GPU")
 @pytest.mark.parametrize("M", [9, 12, 16])
 def test_base3_dispatch_at_9_to_16_rows(M):
     """M = 9..16 goes to the CUDA base-3 GEMV where N <= CUDA_BASE3_SMALL_N and to Triton's
