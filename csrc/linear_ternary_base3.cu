@@ -4,12 +4,16 @@
 // Why the packing suits the tensor cores: byte j of a row's 16-byte block u holds the
 // trits of columns 80u + 16i + j for i = 0..4 (digit i, base 3).  Digit i of the 16
 // bytes is therefore one 16-column k-step, and the same bytes serve all five k-steps.
-// In the A fragment of mma.m16n8k16 lane (g, t) = (lane / 4, lane % 4) holds columns
-// {2t, 2t+1} and {2t+8, 2t+9} of rows g and g+8 of the step: bytes {2t, 2t+1} and
-// {2t+8, 2t+9} of those two rows' block, whatever the digit.
+// In the fragments of mma.m16n8k16 lane (g, t) = (lane / 4, lane % 4) holds k indices
+// {2t, 2t+1} and {2t+8, 2t+9} (A: of rows g and g+8; B: of batch column g).  Any
+// permutation of a step's 16 columns that A and B share leaves the sum alone, so k index
+// 2t + e stands for column 4t + e and 2t + 8 + e for column 4t + 2 + e (e = 0, 1): the
+// lane's A is bytes 4t..4t+3 of each of its two rows' block — word t, one 4-byte read a
+// row (the 8 row groups' words fall in distinct banks) — and its B is x's columns
+// 16i + 4t .. 16i + 4t + 3 of the step, one 8-byte read.
 //
-//   block u of rows g, g+8     two 16-byte shared-memory reads
-//        |  bytes {2t,2t+1}, {2t+8,2t+9} of each row
+//   block u of rows g, g+8     two 4-byte shared-memory reads (word t of each row)
+//        |  bytes 4t, 4t+1 and 4t+2, 4t+3 of each row
 //        v
 //   table[byte] = its 5 digits, 2 bits each (bits 2i, 2i+1)     8 lookups
 //        |  P = table[lo byte] | table[hi byte] << 16           4 pair words
@@ -25,7 +29,7 @@
 // Pipeline: a block owns 16 rows, 8 warps; warp w takes the contiguous run of blocks
 // [w·B/8, (w+1)·B/8) of the row's B blocks, in chunks of 4 blocks (64 bytes of each of the
 // 16 rows), through a 3-stage cp.async ring of its own (rows 80 bytes apart: the 8 row
-// groups' 16-byte reads fall in distinct banks).  Contiguous runs keep the warps within
+// groups' words fall in distinct banks).  Contiguous runs keep the warps within
 // one block of each other: dealt round robin by chunks, two of the eight warps took 4
 // chunks at K = 8192 where the rest took 3, and the whole grid fits on the GPU at once,
 // so the slowest warp set the time (ncu, H100, 8192² M = 1: 18 % of the samples were
@@ -185,13 +189,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
     xok[nt] = b < p.M;
     xrow[nt] = static_cast<const T*>(p.x) + int64_t(xok[nt] ? b : 0) * p.x_row_stride;
   }
-  // bytes {2t, 2t+1} sit in word t / 2 of a block, {2t+8, 2t+9} in word 2 + t / 2, at bit 16·(t % 2)
-  const bool upper = t >> 1;
-  const int sh = 16 * (t & 1);
-  auto pair = [&](uint32_t w) {
-    const uint32_t h = w >> sh;
-    return table[h & 0xffu] | (table[(h >> 8) & 0xffu] << 16);
-  };
+  // the digits of a word's two low bytes (k 2t, 2t+1) or two high bytes (k 2t+8, 2t+9)
+  auto pair_lo = [&](uint32_t w) { return table[w & 0xffu] | (table[(w >> 8) & 0xffu] << 16); };
+  auto pair_hi = [&](uint32_t w) { return table[(w >> 16) & 0xffu] | (table[w >> 24] << 16); };
   float acc[NT][4] = {}, sx[NT][4] = {};  // sum of (4 + d)·x, and sum of x
 
   for (int i = 0; i < nc; ++i) {
@@ -205,28 +205,29 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
       if (u >= ub_end) break;  // the same for the whole warp
       // x of the five k-steps first (its latency overlaps the unpacking)
       uint32_t xb[NT][kDigits][2];
+      // x's columns 16d + 4t .. 16d + 4t + 3 (k 2t, 2t+1 | 2t+8, 2t+9)
       if constexpr (kXRing) {
-        const uint32_t* xs = reinterpret_cast<const uint32_t*>(stage + kStageBytes) + 40 * ub + t;
+        const uint2* xs = reinterpret_cast<const uint2*>(stage + kStageBytes) + 20 * ub + t;
 #pragma unroll
         for (int d = 0; d < kDigits; ++d) {
-          xb[0][d][0] = xs[8 * d];
-          xb[0][d][1] = xs[8 * d + 4];
+          const uint2 v = xs[4 * d];
+          xb[0][d][0] = v.x;
+          xb[0][d][1] = v.y;
         }
       } else {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
           for (int d = 0; d < kDigits; ++d) {
-            const int col = 80 * u + 16 * d + 2 * t;  // even, and K is even: a pair is all in or all out
+            const int col = 80 * u + 16 * d + 4 * t;  // even, and K is even: a pair is all in or all out
             xb[nt][d][0] = xok[nt] && col < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col)) : 0u;
-            xb[nt][d][1] = xok[nt] && col + 8 < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col + 8)) : 0u;
+            xb[nt][d][1] = xok[nt] && col + 2 < p.K ? __ldg(reinterpret_cast<const uint32_t*>(xrow[nt] + col + 2)) : 0u;
           }
       }
-      const uint4 r0 = *reinterpret_cast<const uint4*>(stage + g * kRowBytes + 16 * ub);
-      const uint4 r1 = *reinterpret_cast<const uint4*>(stage + (g + 8) * kRowBytes + 16 * ub);
-      // A registers: (row g, cols 2t..), (row g+8, cols 2t..), (row g, cols 2t+8..), (row g+8, cols 2t+8..)
-      const uint32_t P[4] = {pair(upper ? r0.y : r0.x), pair(upper ? r1.y : r1.x), pair(upper ? r0.w : r0.z),
-                             pair(upper ? r1.w : r1.z)};
+      const uint32_t w0 = *reinterpret_cast<const uint32_t*>(stage + g * kRowBytes + 16 * ub + 4 * t);
+      const uint32_t w1 = *reinterpret_cast<const uint32_t*>(stage + (g + 8) * kRowBytes + 16 * ub + 4 * t);
+      // A registers: (row g, k 2t..), (row g+8, k 2t..), (row g, k 2t+8..), (row g+8, k 2t+8..)
+      const uint32_t P[4] = {pair_lo(w0), pair_lo(w1), pair_hi(w0), pair_hi(w1)};
       step<T, NT, 0>(acc, sx, P, xb);
       step<T, NT, 1>(acc, sx, P, xb);
       step<T, NT, 2>(acc, sx, P, xb);
