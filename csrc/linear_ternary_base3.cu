@@ -29,8 +29,8 @@
 // Pipeline: a block owns 16 rows, 8 warps; warp w takes the contiguous run of blocks
 // [w·B/8, (w+1)·B/8) of the row's B blocks, in chunks of 4 blocks (64 bytes of each of the
 // 16 rows), through a 3-stage cp.async ring of its own (rows 80 bytes apart: the 8 row
-// groups' words fall in distinct banks).  Contiguous runs keep the warps within
-// one block of each other: dealt round robin by chunks, two of the eight warps took 4
+// groups' words fall in distinct banks).  Contiguous runs keep the warps within one block
+// of each other: dealt round robin by chunks, two of the eight warps took 4
 // chunks at K = 8192 where the rest took 3, and the whole grid fits on the GPU at once,
 // so the slowest warp set the time (ncu, H100, 8192² M = 1: 18 % of the samples were
 // warps waiting at the final barrier; benchmarks/NOTES.md, session 14).  Columns past K

@@ -283,7 +283,8 @@ __device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
 // fragments are loaded and split once for both.
 // Measured (H100, M = 4096, width 28672 = 28 · 1024): one item per row tile with its
 // own division-based index math and three mmas: 428 us, of which two thirds of the
-// instructions were this stage (ncu source view, benchmarks/NOTES.md, session 13).
+// instructions were this stage (ncu source view, benchmarks/NOTES.md, session 13); the
+// many-rows kernel's q_stage_mma_bulk: 387 us (session 14).
 constexpr int kQTileWords = 2 * 32 * 4;  // one 16 x 16 tile's A fragments, hi and lo
 
 __device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
@@ -301,12 +302,11 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint4& a, uint32_t
 
 // Qe's A fragments into shared memory.  Fragment word j of lane (g, t) holds row
 // g + 8·(j & 1), columns 2t + 8·(j >> 1) and the next (low half first) of the tile.
-// kVote (the many-rows kernel): returns this thread's vote on "every entry of Q has the magnitude c = |Q[0][0]|" over
-// the entries it read (and c in q_mag); the block's AND is taken at the barrier before the
-// Q stage (no extra round trip for q).  When it holds, the hi fragments are ±bf16(c)
-// exactly, i.e. Q scaled by bf16(c) / c: the Q stage skips the lo mma and rescales its
-// output by c / bf16(c).  Nothing here waits on q[0] before the loop's own loads of q are
-// issued: at M = 1 two global round trips in a row cost ~0.2 us (H100, session 14).
+// kVote (the many-rows kernel): returns this thread's vote on "every entry of Q has the
+// magnitude c = |Q[0][0]|" over the entries it read (and c in q_mag); the block's AND is
+// taken at the barrier before the Q stage (no extra round trip for q).  When it holds,
+// the hi fragments are ±bf16(c) exactly, i.e. Q scaled by bf16(c) / c: the Q stage skips
+// the lo mma and rescales its output by c / bf16(c).
 template <bool kVote>
 __device__ __forceinline__ bool build_q_fragments(const RhtParams& p, uint32_t* qf, int kt_count, float& q_mag) {
   const int m = p.m;
@@ -332,8 +332,6 @@ __device__ __forceinline__ bool build_q_fragments(const RhtParams& p, uint32_t* 
   q_mag = c;
   return kVote && same && c > 0.f && isfinite(c);
 }
-
-
 
 // The Q stage of rows [0, rows_here) of the block over the columns [b0, b0 + span), from
 // the H passes' output in shared memory (sub-row stride kRow floats) to y: the few-rows
@@ -407,8 +405,8 @@ __device__ __forceinline__ void q_stage_mma_few(const RhtParams& p, const float*
   }
 }
 
-// Items of the Q stage: (row r, 16 columns b, chunk of kTiles row tiles of Qe).  chunk
-// is the fastest index, so that few items (decode) still spread over the warps.
+// Items of the many-rows Q stage: (row r, 16 columns b, chunk of kTiles row tiles of Qe),
+// chunk the fastest index.
 template <typename T, int kLogP, int kTiles>
 __device__ __forceinline__ void q_stage_items(const RhtParams& p, const float* smem, const uint32_t* qf,
                                               int kt_count, int64_t row0, int rows_here, int b0, int log2_cols,
@@ -416,8 +414,8 @@ __device__ __forceinline__ void q_stage_items(const RhtParams& p, const float* s
   constexpr int kP = 1 << kLogP, kRow = row_floats<kLogP>();
   const int m = p.m, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warps = blockDim.x >> 5;
   const int chunks = kTiles == 1 ? kt_count : kt_count >> 1;  // 1..4 (m <= 64; kTiles = 2: kt_count even)
-  // it / chunks as a multiply-high, exact for it < 2^28; no division on the path to the
-  // first item (at M = 1 the Q stage is a few items and every cycle before them counts)
+  // it / chunks as a multiply-high, exact for it < 2^28 (an integer division an item was a
+  // visible share of this stage's instructions)
   const uint32_t chunk_magic = chunks == 2 ? 0x80000000u : chunks == 3 ? 0x55555556u : 0x40000000u;
   const int items = (rows_here << log2_cols) * chunks;
   // y pairs as one 4-byte store where y's rows keep them aligned
