@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_linear_2bit import weight_sets  # noqa: E402  (the benchmark's weights: group-128 scales)
 
 import quipkern  # noqa: E402
-from quipkern.formats import random_signs  # noqa: E402
+from quipkern.formats import base3_row_bytes, random_signs  # noqa: E402
 
 
 def gemv(N, K, M, calls, dtype=torch.bfloat16):
@@ -35,7 +35,7 @@ def base3(N, K, M, calls, dtype=torch.bfloat16):
     out = torch.empty(M, N, device="cuda", dtype=dtype)
     scale = torch.rand(N, device="cuda")
     for _ in range(calls):
-        packed = torch.randint(0, 243, (N, (K + 79) // 80 * 16), dtype=torch.uint8, device="cuda")
+        packed = torch.randint(0, 243, (N, base3_row_bytes(K)), dtype=torch.uint8, device="cuda")
         torch.ops.quipkern._linear_ternary_base3_gemv_cuda(x, packed, scale, None, out, K)
     torch.cuda.synchronize()
 
