@@ -181,13 +181,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_ternary_base3_kernel(const L
   for (int i = 0; i < kStages - 1; ++i) issue(i);
   __syncthreads();  // the table
 
-  const T* xrow[NT];
+  const T* xrow[NT];  // the per-k-step loads' rows of x (kXRing: x comes through the ring)
   bool xok[NT];
+  if constexpr (!kXRing) {
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int b = g + 8 * nt;
-    xok[nt] = b < p.M;
-    xrow[nt] = static_cast<const T*>(p.x) + int64_t(xok[nt] ? b : 0) * p.x_row_stride;
+    for (int nt = 0; nt < NT; ++nt) {
+      const int b = g + 8 * nt;
+      xok[nt] = b < p.M;
+      xrow[nt] = static_cast<const T*>(p.x) + int64_t(xok[nt] ? b : 0) * p.x_row_stride;
+    }
   }
   // the digits of a word's two low bytes (k 2t, 2t+1) or two high bytes (k 2t+8, 2t+9)
   auto pair_lo = [&](uint32_t w) { return table[w & 0xffu] | (table[(w >> 8) & 0xffu] << 16); };
