@@ -112,12 +112,15 @@ def test_cuda_many_rows_are_the_few_rows_result(n, rows, dtype):
     fn(x, q, si, so, 1.5, transpose, n, n, out=out)
     ref = rht_ref(x.double().cpu(), None if q is None else q.double().cpu(), si.cpu(), so.cpu(), 1.5, transpose)
     assert rel_err(out, ref) < REL_TOL[dtype]
-    few = fn(x[64:96], q, si, so, 1.5, transpose, n, n)
     same_bits = q is None or not bool((q.abs() == q.abs()[0, 0]).all())
-    if same_bits:
-        assert torch.equal(out[64:96], few)
-    else:
-        assert rel_err(few, out[64:96].double()) < REL_TOL[dtype]
+
+    def assert_matches_few_rows(many, few):
+        if same_bits:
+            assert torch.equal(many, few)
+        else:
+            assert rel_err(few, many.double()) < REL_TOL[dtype]
+
+    assert_matches_few_rows(out[64:96], fn(x[64:96], q, si, so, 1.5, transpose, n, n))
     y = x.clone()
     with quipkern.use_backend("cuda"):
         quipkern.rht_(y, q, si, so, 1.5, transpose)
@@ -129,9 +132,7 @@ def test_cuda_many_rows_are_the_few_rows_result(n, rows, dtype):
     refp = rht_ref(torch.nn.functional.pad(xp.double().cpu(), (0, 40)),
                    None if q is None else q.double().cpu(), si.cpu(), so.cpu(), 1.5, transpose)[:, : n - 24]
     assert rel_err(outp, refp) < REL_TOL[dtype]
-    fewp = fn(xp[64:96], q, si, so, 1.5, transpose, n, n - 24)
-    assert torch.equal(outp[64:96], fewp) if same_bits else rel_err(fewp, outp[64:96].double()) < REL_TOL[dtype]
-
+    assert_matches_few_rows(outp[64:96], fn(xp[64:96], q, si, so, 1.5, transpose, n, n - 24))
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
@@ -158,6 +159,7 @@ def test_cuda_q_stage_error_is_the_output_rounding(n, dtype, transpose, rows):
     ref = rht_ref(x.double().cpu(), q.double().cpu(), si.cpu(), so.cpu(), 1.5, transpose)
     rounding = rel_err(ref.to(dtype), ref)
     assert rel_err(out, ref) < 1.2 * rounding, (rel_err(out, ref), rounding)
+
 
 def test_op_float64_matches_reference_and_inverts():
     for n in (384, 4096, 43 * 8):
