@@ -89,6 +89,19 @@ for impl in IMPLS:
         zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
             fn(packed, scales, zeros, dtype)
+    # folding a transform's Q (m = 3, 12, 28 pad to 8, 16, 32 chunks): partial tiles and a
+    # last 64-column run of a chunk (P = 192, 320), blocks that walk several tiles
+    for N, K, g, asym, mo, mi in ((96, 1024, 64, False, 3, None), (37, 3840, 128, True, None, 12),
+                                  (2, 320 * 28, 64, False, None, 28), (3 * 4100, 1024, 128, True, 3, None),
+                                  (84, 192, 64, True, 28, None)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = torch.rand(N, K // g, device="cuda").half()
+        zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
+        rnd = lambda m: None if m is None else torch.linalg.qr(torch.randn(m, m, device="cuda"))[0].contiguous()  # noqa: E731
+        q_out, q_in = rnd(mo), rnd(mi)
+        for dtype in (torch.bfloat16, torch.float16):
+            if backend.why_not("dequantize_2bit", impl, packed, scales, zeros, dtype, q_out, q_in) is None:
+                fn(packed, scales, zeros, dtype, q_out, q_in)
 if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
     from quipkern.formats import pack_ternary_base3
 

@@ -73,8 +73,10 @@ const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x
 
 // out = scale · S_out · T · S_in · x for 2-D x (rows, n_in) and out (rows, n_out) with
 // n_in, n_out <= n, the transform width (x zero-padded, out trimmed); out may be x.
+// Without q, chunks = m > 1 takes Q = I_m (H_p on each of m chunks: RhtParams::q).
 void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std::optional<at::Tensor>& signs_in,
-              const std::optional<at::Tensor>& signs_out, double scale, bool transpose, int64_t n, at::Tensor& out) {
+              const std::optional<at::Tensor>& signs_out, double scale, bool transpose, int64_t n, at::Tensor& out,
+              int64_t chunks) {
   const char* op = "_rht_cuda";
   QK_CHECK(x.is_cuda(), op, ": 'x' must be a CUDA tensor; got ", x.device());
   check_cuda(out, x, op, "out");
@@ -101,8 +103,13 @@ void rht_cuda(const at::Tensor& x, const std::optional<at::Tensor>& q, const std
     check_cuda(*q, x, op, "q");
     QK_CHECK(q->scalar_type() == at::kFloat && q->dim() == 2 && q->size(0) == q->size(1) && q->is_contiguous(),
                 op, ": 'q' must be a contiguous square float32 matrix; got ", q->sizes(), " ", q->scalar_type());
+    QK_CHECK(chunks == 1, op, ": chunks=", chunks, " is for a transform without q (Q = I_m); q is given");
     p.m = int(q->size(0));
     p.q = q->data_ptr<float>();
+  } else {
+    QK_CHECK(chunks >= 1 && chunks <= quipkern::kRhtMaxM, op, ": chunks=", chunks, " must be in [1, ",
+             quipkern::kRhtMaxM, "]");
+    p.m = int(chunks);
   }
   QK_CHECK(n % p.m == 0, op, ": n=", n, " is not a multiple of m=", p.m);
   const int64_t pp = n / p.m;
@@ -377,9 +384,10 @@ void ternary_a8_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const a
   check_status(quipkern::ternary_a8_gemv_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
 
-// out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype.
+// out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype; with q (m, m)
+// float32, that weight with Q folded in: (Qᵀ ⊗ I) W, or W (Q ⊗ I) when fold_in.
 void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
-                          at::Tensor& out) {
+                          at::Tensor& out, const std::optional<at::Tensor>& q, bool fold_in) {
   const char* op = "_dequantize_2bit_cuda";
   QK_CHECK(packed.is_cuda() && packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
            ": 'packed' must be a contiguous int32 (N, K/16) CUDA tensor; got ", packed.sizes(), " ",
@@ -400,6 +408,14 @@ void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, co
   p.K = int(K);
   p.group_size = int(K / scales.size(1));
   p.dtype = to_dtype(out, op, "out");
+  if (q) {
+    check_cuda(*q, packed, op, "q");
+    QK_CHECK(q->scalar_type() == at::kFloat && q->dim() == 2 && q->size(0) == q->size(1) && q->is_contiguous(),
+             op, ": 'q' must be a contiguous square float32 matrix; got ", q->sizes(), " ", q->scalar_type());
+    p.q = q->data_ptr<float>();
+    p.m = int(q->size(0));
+    p.fold_in = fold_in;
+  }
   const c10::cuda::CUDAGuard guard(packed.device());
   check_status(quipkern::dequantize_2bit_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
@@ -408,10 +424,11 @@ void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, co
 
 TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_rht_cuda(Tensor x, Tensor? q, Tensor? signs_in, Tensor? signs_out, float scale, bool transpose, "
-        "int n, Tensor(a!) out) -> ()");
+        "int n, Tensor(a!) out, int chunks=1) -> ()");
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
         "Tensor(a!) out, bool pdl=False, bool fixed_x=True) -> ()");
-  m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out) -> ()");
+  m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out, Tensor? q=None, "
+        "bool fold_in=False) -> ()");
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");
   m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out, Tensor? act_scale=None, Tensor? scale=None, "

@@ -177,7 +177,7 @@ __global__ void rht_generic_kernel(RhtParams p, Plan plan) {
   const int R = int(min(int64_t(plan.rows_per_block), p.rows - row0));
   const int tile = R * n;
   float* qs = smem + q_offset(plan.rows_per_block * n);  // Q stage matrix, [a'][chunk*8 + u]
-  const bool q_stage = p.m > 1;
+  const bool q_stage = p.m > 1 && p.q != nullptr;  // q == nullptr: Q = I_m
 
   if (q_stage) {
     const int width = plan.q_chunks * kQChunk;
@@ -287,13 +287,7 @@ __device__ __forceinline__ float xor_sign(float v, uint32_t bit) {
 // many-rows kernel's q_stage_mma_bulk: 387 us (session 14).
 constexpr int kQTileWords = 2 * 32 * 4;  // one 16 x 16 tile's A fragments, hi and lo
 
-__device__ __forceinline__ void split_bf16(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);  // .x (low half) = a
-  const float2 hf = __bfloat1622float2(h);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(a - hf.x, b - hf.y);
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = *reinterpret_cast<const uint32_t*>(&l);
-}
+using ptx::split_bf16;
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint4& a, uint32_t b0, uint32_t b1) {
   const uint32_t r[4] = {a.x, a.y, a.z, a.w};
@@ -583,8 +577,14 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
 
 // kBulk: the many-rows variant (the grid covers the GPU; fp16 / bf16, m > 1), whose Q stage
 // is q_stage_mma_bulk; the decode path (few rows) keeps q_stage_mma_few.
-template <typename T, int kLogP, bool kBulk>
-__global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan plan) {
+// kChunks: Q = I_m (q == nullptr, m > 1): the m chunks of a row are independent, so a
+// block takes blockDim.x / kTpr consecutive (row, chunk) pairs instead of whole rows, and
+// there is no Q stage.  The prefill path of the 2-bit layer uses it after folding Q_m
+// into the dequantized weight (quipkern/ops/linear_2bit.py).
+// (kChunks blocks have max(256, p / 32) threads: the tighter bound keeps p = 2048 unspilled)
+template <typename T, int kLogP, bool kBulk, bool kChunks = false>
+__global__ void __launch_bounds__(!kChunks ? 1024 : (1 << kLogP) / kMainValues > 256 ? (1 << kLogP) / kMainValues : 256)
+    rht_main_kernel(const RhtParams p, Plan plan) {
   pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
   pdl_launch_dependents();
   using S = PassSplit<kLogP>;
@@ -592,15 +592,27 @@ __global__ void __launch_bounds__(1024) rht_main_kernel(const RhtParams p, Plan 
   extern __shared__ float smem[];
   const int m = p.m, R = plan.rows_per_block;
   const int sub = threadIdx.x / kTpr, t = threadIdx.x % kTpr;
-  const int r_local = sub / m, a = sub % m;
-  const int64_t row0 = int64_t(blockIdx.x) * R, row = row0 + r_local;
+  int r_local, a;
+  int64_t row0, row;
+  if constexpr (kChunks) {
+    const int64_t pair = int64_t(blockIdx.x) * (blockDim.x / kTpr) + sub;
+    row = pair / m;
+    a = int(pair - row * m);
+    r_local = 0;
+    row0 = row;
+  } else {
+    r_local = sub / m;
+    a = sub % m;
+    row0 = int64_t(blockIdx.x) * R;
+    row = row0 + r_local;
+  }
   const bool active = row < p.rows;
   const int col0 = a * kP;
   constexpr int kRow = row_floats<kLogP>();
   constexpr bool kTensorQ = !std::is_same<T, float>::value;  // fp32 data keeps fp32 FMAs
   float* srow = smem + sub * kRow;
   const float post = rsqrtf(float(kP)) * p.scale;
-  const bool q_stage = m > 1;
+  const bool q_stage = !kChunks && m > 1;
   const int kt_count = (m + 15) / 16;
   float* qs = smem + q_offset(R * m * kRow);
   bool q_vote = false;  // kBulk: build_q_fragments' vote and c
@@ -733,7 +745,7 @@ Plan make_plan(const RhtParams& p) {
 size_t smem_bytes(const RhtParams& p, const Plan& plan) {
   if (p.m == 1 && plan.npass == 1) return 0;  // the tile never leaves registers
   size_t floats = size_t(plan.rows_per_block) * p.n;
-  if (p.m > 1) floats = q_offset(int(floats)) + size_t(p.m) * plan.q_chunks * kQChunk;
+  if (p.m > 1 && p.q != nullptr) floats = q_offset(int(floats)) + size_t(p.m) * plan.q_chunks * kQChunk;
   return floats * sizeof(float);
 }
 
@@ -746,9 +758,30 @@ bool main_kernel_fits(const RhtParams& p, int elem_size) {
          reinterpret_cast<uintptr_t>(p.signs_in) % 4 == 0 && p.n / kMainValues <= 1024;
 }
 
+// Q = I_m: blocks of ~256 threads over (row, chunk) pairs, whatever m is.
+template <typename T, int kLogP>
+Status launch_chunks(const RhtParams& p, const Plan& plan, cudaStream_t stream) {
+  constexpr int kTpc = (1 << kLogP) / kMainValues;  // threads a chunk
+  const int subs = std::max(1, 256 / kTpc);
+  const size_t smem = PassSplit<kLogP>::kPasses == 1 ? 0 : size_t(subs) * row_floats<kLogP>() * sizeof(float);
+  const int64_t blocks = (p.rows * p.m + subs - 1) / subs;
+  if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return Status::kCudaError;
+  auto kernel = rht_main_kernel<T, kLogP, false, true>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
+    return Status::kCudaError;
+  const cudaError_t e = launch_on(device, true, kernel, dim3(unsigned(blocks)), dim3(subs * kTpc), smem, stream, p, plan);
+  return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
+}
+
 template <typename T, int kLogP>
 Status launch_main(const RhtParams& p, cudaStream_t stream) {
   Plan plan = make_plan(p);
+  if (p.m > 1 && p.q == nullptr) {  // Q = I_m; p = 32 (one pass, registers only) goes to the generic kernel
+    if constexpr (PassSplit<kLogP>::kPasses > 1) return launch_chunks<T, kLogP>(p, plan, stream);
+    else return launch_generic<T>(p, plan, stream);
+  }
   const int per_row = p.m * ((1 << kLogP) / kMainValues);  // threads per row
   plan.rows_per_block = std::max(1, 256 / per_row);
   const int threads = plan.rows_per_block * per_row;
@@ -823,7 +856,6 @@ Status rht_launch(const RhtParams& p, cudaStream_t stream) {
   if (p.rows < 0 || p.n < 1 || p.m < 1 || p.log2_p < 0) return Status::kInvalidArgument;
   if (p.m > kRhtMaxM || p.log2_p > kRhtMaxLog2P || p.n > kRhtMaxRowElems) return Status::kUnsupported;
   if (int64_t(p.m) << p.log2_p != p.n) return Status::kInvalidArgument;
-  if (p.m > 1 && p.q == nullptr) return Status::kInvalidArgument;
   if (p.rows == 0) return Status::kOk;
   if (p.x == nullptr || p.y == nullptr) return Status::kInvalidArgument;
   RhtParams q = p;

@@ -1,6 +1,8 @@
 """linear_2bit: the op and its reference against a fully dense float64 computation;
 autograd, opcheck, torch.compile, and bad inputs."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -170,6 +172,104 @@ def test_dequantize_kernels(name, device, g, asym):
             out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
             backend.implementation("dequantize_2bit", name)(packed, scales, zeros, dtype, out=out)
             assert rel_err(out, W) < REL_TOL[dtype], (N, K, dtype)
+
+
+# (N, K, group size, m_out, m_in): Q factors folded into the dequantized weight
+FOLD_CASES_CPU = [(96, 256, 64, 3, None), (64, 384, 128, None, 3), (40, 640, "row", None, 5), (86, 128, 64, 43, None)]
+FOLD_CASES_GPU = FOLD_CASES_CPU + [(11008, 4096, 128, 43, None), (4096, 11008, 128, None, 43),
+                                   (14336, 1024, "row", 28, None), (1024, 28672, 64, None, 28),
+                                   (1536, 384, 128, 12, None), (64, 384, 128, None, 12), (96, 1536, 64, None, 3),
+                                   # CUDA blocks that walk several tiles (m <= 16 and m > 16)
+                                   (7168, 8192, 128, 7, None), (4096, 28672, 64, None, 28),
+                                   # chunks of 48 columns: a 64-column run would cross groups (CUDA refuses)
+                                   (64, 192, 64, None, 4)]
+
+
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("dequantize_2bit")])
+@pytest.mark.parametrize("case", FOLD_CASES_GPU if HAS_CUDA else FOLD_CASES_CPU, ids=str)
+@pytest.mark.parametrize("asym", [False, True])
+def test_dequantize_folded_kernels(name, device, case, asym):
+    from quipkern.reference.rht import fold_q
+    N, K, g, mo, mi = case
+    (packed, scales, zeros), W = two_bit_case(N, K, K if g == "row" else g, asym, device)
+    rnd = lambda m: None if m is None else torch.linalg.qr(torch.randn(m, m, dtype=torch.float64))[0].contiguous()  # noqa: E731
+    q_out, q_in = rnd(mo), rnd(mi)
+    ref = fold_q(W.double().cpu(), q_out, q_in)
+    q_out, q_in = (None if q is None else q.to(device) for q in (q_out, q_in))
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        args = (packed, scales, zeros, dtype, q_out, q_in)
+        why = backend.why_not("dequantize_2bit", name, *args)
+        if why:  # Triton folds either factor into every dtype; CUDA m <= 32 into float16 / bfloat16,
+            # columns in chunks of whole words whose 64-column runs keep to one scale group
+            P, gs = (K // mi, K if g == "row" else g) if mi else (0, 1)
+            assert name == "cuda" and (dtype == torch.float32 or max(mo or 0, mi or 0) > 32
+                                       or P % 16 or (P % 64 and gs % P)), why
+            continue
+        out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
+        backend.implementation("dequantize_2bit", name)(*args, out=out)
+        assert rel_err(out, ref) < REL_TOL[dtype], (case, dtype)
+
+
+def test_dequantize_fold_is_checked():
+    (packed, scales, zeros), _ = two_bit_case(96, 256, 64, False)
+    with pytest.raises(ValueError, match="q_out.*m dividing N = 96"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, torch.eye(5))
+    with pytest.raises(ValueError, match="q_in.*must be square"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, torch.ones(4, 2))
+    with pytest.raises(TypeError, match="q_in"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, torch.eye(4, dtype=torch.float16))
+
+
+# The prefill path folds one transform's Q into the dequantized weight (ops/linear_2bit.py):
+# (N, K, group size, asymmetric, transform_in, transform_out, the side it must fold)
+PREFILL_FOLD_CPU = [(96, 384, 64, False, True, True, "in"), (86, 256, "row", True, True, True, "out"),
+                    (96, 128, 128, False, False, True, "out"), (64, 640, 64, True, True, False, "in"),
+                    (64, 64, 64, False, True, True, None)]
+PREFILL_FOLD_GPU = PREFILL_FOLD_CPU + [(11008, 4096, 128, False, True, True, "out"),
+                                       (4096, 11008, 64, True, True, True, "in"),
+                                       (14336, 4096, "row", False, True, True, "out"),
+                                       (1536, 384, 128, False, True, True, "out")]
+
+
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("linear_2bit") if b[0] == "triton"])
+@pytest.mark.parametrize("M", [17, 40])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", PREFILL_FOLD_GPU if HAS_CUDA else PREFILL_FOLD_CPU, ids=str)
+def test_prefill_folds_q_into_the_weight(name, device, M, dtype, case, monkeypatch):
+    op = importlib.import_module("quipkern.ops.linear_2bit")  # the module (the package exports the op)
+    N, K, g, asym, tin, tout, side = case
+    (packed, scales, zeros), _ = two_bit_case(N, K, K if g == "row" else g, asym, device)
+    kw = transforms(N, K, tin, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
+            kw.get("signs_out"), tin, tout)
+    ref = linear_2bit_ref(x.double(), packed, scales, zeros, bias.double(), *args[5:])
+    monkeypatch.setattr(op, "FOLD_SIDES", ("in", "out"))  # every fold the kernels can do
+    monkeypatch.setattr(op, "FOLD_MAX_M", 64)
+    for fold_min_m, expect in ((M, side), (M + 1, None)):  # folded, then not
+        monkeypatch.setattr(op, "FOLD_MIN_M", fold_min_m)
+        assert op.fold_side(M, N, K, kw.get("q_in"), kw.get("q_out"), tin, tout) == expect
+        out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
+        with quipkern.use_backend(name):
+            res = backend.implementation("linear_2bit", name)(*args, out=out)
+        assert res is out
+        err = rel_err(out, ref)
+        assert err < LAYER_TOL[dtype], f"{case} M={M} {dtype} fold_min_m={fold_min_m}: rel err {err:.3g}"
+
+
+def test_prefill_fold_rule_defaults():
+    """By default the prefill path folds only an output-side factor of order 2..32, from
+    FOLD_MIN_M rows (ops/linear_2bit.py says why)."""
+    op = importlib.import_module("quipkern.ops.linear_2bit")
+    q = lambda m: torch.eye(m)  # noqa: E731
+    big = max(op.FOLD_MIN_M, op.DEQUANT_GEMM_MIN_M)
+    assert op.fold_side(big, 28672, 8192, None, q(7), True, True) == "out"
+    assert op.fold_side(big - 1, 28672, 8192, None, q(7), True, True) is None
+    assert op.fold_side(big, 8192, 28672, q(7), None, True, True) is None     # input side: not by default
+    assert op.fold_side(big, 11008, 4096, None, q(43), True, True) is None    # m > 32: Triton's fold
+    assert op.fold_side(big, 14336, 11008, q(43), q(7), True, True) == "out"
+    assert op.fold_side(big, 14336, 4096, None, q(7), True, False) is None    # no output transform
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

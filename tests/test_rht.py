@@ -93,6 +93,29 @@ def test_kernel_in_place(name, device):
     assert rel_err(x, ref) < REL_TOL[torch.bfloat16]
 
 
+# Q = I_m (q given to a backend as the int m): H_p on each chunk, the form the 2-bit
+# layer's prefill path uses after folding Q into its weight (ops/linear_2bit.py)
+IDENTITY_Q = [(3, 128, 5), (28, 1024, 3), (43, 256, 600), (7, 32, 9), (5, 8, 4), (20, 2, 3), (12, 2048, 2)]
+
+
+@pytest.mark.parametrize("name,device", kernel_backends("rht"))
+@pytest.mark.parametrize("m,p,rows", IDENTITY_Q if HAS_CUDA else [c for c in IDENTITY_Q if c[0] * c[1] <= 1024])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_identity_q(name, device, m, p, rows, dtype):
+    n = m * p
+    x = torch.randn(rows, n, device=device).to(dtype)
+    si, so = random_signs(n, seed=n).to(device), random_signs(n, seed=n + 1).to(device)
+    eye = torch.eye(m, dtype=torch.float64)
+    for transpose, n_in, n_out in ((False, n, n), (True, n, n - 3), (False, n - 5, n)):
+        out = poison_like(torch.empty(rows, n_out, device=device, dtype=dtype))
+        res = backend.implementation("rht", name)(x[:, :n_in], m, si, so, 0.5, transpose, n, n_out, out=out)
+        assert res is out
+        ref = rht_ref(x[:, :n_in].double().cpu(), eye, si.cpu(), so.cpu(), 0.5, transpose, n, n_out)
+        err = rel_err(out, ref)
+        assert err < REL_TOL[dtype], f"{name} m={m} p={p} {dtype} {transpose} {n_in} {n_out}: rel err {err:.3g}"
+    assert torch.equal(rht_ref(x.double(), m, si, so), rht_ref(x.double(), eye.to(device), si, so))
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("n,rows", [(4096, 1501), (8192, 700), (14336, 401), (11008, 333), (1536, 3001),
                                     (384, 20001)])

@@ -95,6 +95,25 @@ DEQUANT_GEMM_MIN_M = int(os.environ.get("QUIPKERN_DEQUANT_MIN_M", "17"))
 # QUIPKERN_GEMV_FIXED_X=0 keeps x as it is (fp16/bf16 mma) at M = 1 too.
 GEMV_FIXED_X = os.environ.get("QUIPKERN_GEMV_FIXED_X", "1") != "0"
 GEMV_FIXED_X_MAX_M = 1
+# Prefill with a transform's Q factor folded into the weight.  T = Q ⊗ H splits as
+# (Q ⊗ I)(I ⊗ H) with commuting factors, so
+#     y = S_out·(I ⊗ H)·[(Q_outᵀ ⊗ I)·Ŵ·(Q_in ⊗ I)]·(I ⊗ H)·S_in·x.
+# The dequantize that this path pays anyway writes the bracket (dequantize_2bit's q_out /
+# q_in: one tensor-core product a tile) and the activation transform on that side runs
+# without its Q stage (the rht backends' Q = I_m form), which is most of its time at
+# large M (H100, M = 4096, width 28672: 390 µs with Q, 180 without; BENCHMARKS.md,
+# sessions 15-16).  One side is folded (the dequantize kernel takes one factor): the wider
+# of those with m > 1.  From FOLD_MIN_M rows (QUIPKERN_FOLD_MIN_M): the Q stage costs
+# ~0.05 µs a row at width 28672 (0.024 at 14336) and the CUDA folding dequantize adds
+# 40-120 µs to the plain one's 200 (40 to 54 at 14336 x 4096), so the fold breaks even
+# near 2300 (1700) rows; measured, it lost at M = 512, was mixed at 2048 and won at 4096.
+# Only the output side by default (FOLD_SIDES): folding the input side did not pay at
+# 8192 x 28672 (whole layer slower in 3 of 4 runs, though its parts summed less; unexplained,
+# perhaps cuBLAS on the folded weight's full-mantissa values), and only factors the CUDA
+# kernel folds (m <= FOLD_MAX_M; Triton's fold costs about twice the plain dequantize).
+FOLD_MIN_M = int(os.environ.get("QUIPKERN_FOLD_MIN_M", "3072"))
+FOLD_SIDES = ("out",)
+FOLD_MAX_M = 32
 
 
 def _rows(x):
@@ -121,20 +140,48 @@ def composed(matmul, after_t_in=False):
 
 backend.register("linear_2bit", "reference", backend.with_out(_reference))
 
+def fold_side(rows, N, K, q_in, q_out, transform_in, transform_out):
+    """Which transform's Q the prefill path folds into the weight: "out", "in" or None."""
+    if rows < max(FOLD_MIN_M, DEQUANT_GEMM_MIN_M):
+        return None
+    sides = []
+    if "out" in FOLD_SIDES and transform_out and q_out is not None and 1 < q_out.shape[0] <= FOLD_MAX_M:
+        sides.append((N, 1, "out"))
+    if ("in" in FOLD_SIDES and transform_in and q_in is not None and 1 < q_in.shape[0] <= FOLD_MAX_M
+            and (K // q_in.shape[0]) % 16 == 0):
+        sides.append((K, 0, "in"))
+    return max(sides)[2] if sides else None
+
+
 if _triton.AVAILABLE:
     from ..triton import linear_2bit as _tl
 
-    def _triton_matmul(x2, packed, scales, zeros, bias, out):
-        if x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda:
-            # the CUDA dequantize kernel where it is built (a plain widening copy), else Triton's
-            w = backend.dispatch("dequantize_2bit", "cuda", packed, scales, zeros, x2.dtype)
-            return dense_matmul(x2, w, bias, out)
-        return _tl.matmul_2bit(x2, packed, scales, zeros, bias, out)
+    def _triton_linear(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in,
+                       transform_out, in_features=-1, out_features=-1, out=None):
+        N, K = packed.shape[0], packed.shape[1] * 16
+        fold = fold_side(_rows(x), N, K, q_in, q_out, transform_in, transform_out)
+        fq_out, fq_in = (q_out if fold == "out" else None), (q_in if fold == "in" else None)
+
+        def matmul(x2, b, o):
+            if fold is not None or (x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda):
+                # the CUDA dequantize kernel where it is built (a plain widening copy), else
+                # Triton's (which also folds)
+                w = backend.dispatch("dequantize_2bit", x2.device.type, packed, scales, zeros, x2.dtype,
+                                     fq_out, fq_in)
+                return dense_matmul(x2, w, b, o)
+            return _tl.matmul_2bit(x2, packed, scales, zeros, b, o)
+
+        # a folded side's transform gets its order m instead of Q: Q = I_m (ops/rht.py)
+        return composed_forward(
+            x, N, K, N if out_features == -1 else out_features, bias,
+            q_in.shape[0] if fold == "in" else q_in, signs_in, q_out.shape[0] if fold == "out" else q_out,
+            signs_out, transform_in, transform_out, matmul,
+            fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
 
     def _triton_supports(x, packed, scales, zeros, bias, *rest):
         return _tl.supports_matmul(x, packed, scales, zeros, bias)
 
-    backend.register("linear_2bit", "triton", composed(_triton_matmul), _triton_supports)
+    backend.register("linear_2bit", "triton", _triton_linear, _triton_supports)
 
 if _ext.AVAILABLE:
 

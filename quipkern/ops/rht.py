@@ -24,6 +24,7 @@ from .. import triton as _triton
 from .._checks import FLOAT_DTYPES, check_optional, check_tensor
 from ..formats.signs import signs_nbytes
 from ..reference import rht as _reference
+from ..reference.rht import order as _order
 from . import backend
 
 __all__ = ["rht", "rht_", "check_transform", "check_rht_args"]
@@ -130,15 +131,16 @@ def _(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False):
 
 # Backend implementations: fn(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None)
 # -> out, of shape (..., n_out).  `out` (last dim contiguous) may be x itself when
-# x's width == n == n_out.
+# x's width == n == n_out.  Besides a tensor or None, q may be an int m here (not in the
+# op): Q = I_m, H_p on each of the m chunks — what is left of T once its Q factor is
+# folded into a dequantized weight (ops/linear_2bit.py, prefill).
 
 
 def _cuda_supports(x, q, signs_in, signs_out, scale, transpose, n, n_out):
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"dtype {x.dtype} is not supported by the CUDA kernel (float16, bfloat16, float32)"
-    if n > 32768 or (q is not None and q.shape[0] > 64):
-        return (f"width {n} (m = {1 if q is None else q.shape[0]}) is beyond the CUDA kernel's "
-                f"n <= 32768, m <= 64")
+    if n > 32768 or _order(q) > 64:
+        return f"width {n} (m = {_order(q)}) is beyond the CUDA kernel's n <= 32768, m <= 64"
     return None
 
 
@@ -155,6 +157,9 @@ def _cuda(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
     except RuntimeError:  # leading dims not flattenable: go through contiguous copies
         res = _cuda(x.contiguous(), q, signs_in, signs_out, scale, transpose, n, n_out)
         return out.copy_(res)
+    if isinstance(q, int):  # Q = I_m
+        torch.ops.quipkern._rht_cuda(x2, None, signs_in, signs_out, scale, transpose, n, o2, q)
+        return out
     qf = None if q is None else q.to(torch.float32).contiguous()
     torch.ops.quipkern._rht_cuda(x2, qf, signs_in, signs_out, scale, transpose, n, o2)
     return out

@@ -19,11 +19,16 @@ import torch
 
 from ..formats.signs import unpack_signs
 
-__all__ = ["rht", "fwht", "compute_dtype"]
+__all__ = ["rht", "fwht", "compute_dtype", "order", "fold_q"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def order(q) -> int:
+    """m of a transform's dense factor: q (m, m), an int m (Q = I_m) or None (m = 1)."""
+    return 1 if q is None else q if isinstance(q, int) else q.shape[0]
 
 
 def fwht(y: torch.Tensor) -> torch.Tensor:
@@ -41,17 +46,19 @@ def fwht(y: torch.Tensor) -> torch.Tensor:
 
 def rht(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False, n=-1, n_out=-1):
     """n: the transform width (x is zero-padded up to it; -1: x's width); n_out: the
-    number of leading outputs kept (-1: n)."""
+    number of leading outputs kept (-1: n).  q may also be an int m, for Q = I_m (H_p on
+    each of m chunks: the backends' form of a transform whose Q is folded elsewhere,
+    quipkern/ops/rht.py)."""
     acc = compute_dtype(x.dtype)
     n = x.shape[-1] if n == -1 else n
     n_out = n if n_out == -1 else n_out
-    m = 1 if q is None else q.shape[0]
+    m = order(q)
     p = n // m
     y = torch.nn.functional.pad(x.to(acc), (0, n - x.shape[-1]))
     if signs_in is not None:
         y = y * unpack_signs(signs_in, n, acc)
     y = fwht(y.reshape(-1, m, p)) * (1.0 / math.sqrt(p))
-    if q is not None:
+    if isinstance(q, torch.Tensor):
         qa = q.to(acc)
         y = torch.matmul(qa.T if transpose else qa, y)
     y = y.reshape(*x.shape[:-1], n)
@@ -60,3 +67,18 @@ def rht(x, q=None, signs_in=None, signs_out=None, scale=1.0, transpose=False, n=
     if scale != 1.0:
         y = y * scale
     return y[..., :n_out].to(x.dtype).contiguous()
+
+
+def fold_q(w: torch.Tensor, q_out=None, q_in=None) -> torch.Tensor:
+    """(Q_outᵀ ⊗ I) · w · (Q_in ⊗ I) for a weight w (N, K), in w's dtype: the Q factors of
+    the output and input transforms moved into the weight.  T = Q ⊗ H_p/sqrt(p) is
+    (Q ⊗ I)(I ⊗ H_p/sqrt(p)) with commuting factors, so a layer
+    S_out·T_outᵀ·w·T_in·S_in equals S_out·(I ⊗ H)·fold_q(w, Q_out, Q_in)·(I ⊗ H)·S_in."""
+    N, K = w.shape
+    if q_out is not None:
+        m = q_out.shape[0]
+        w = (q_out.to(w.dtype).T @ w.reshape(m, (N // m) * K)).reshape(N, K)
+    if q_in is not None:
+        m = q_in.shape[0]
+        w = (w.reshape(N, m, K // m).transpose(1, 2) @ q_in.to(w.dtype)).transpose(1, 2).reshape(N, K)
+    return w

@@ -95,6 +95,62 @@ def _dequantize_2bit_kernel(packed_ptr, scales_ptr, zeros_ptr, out_ptr, N, K, G,
     tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=ok[:, :, None])
 
 
+@triton.jit
+def _dequantize_2bit_folded_kernel(packed_ptr, scales_ptr, zeros_ptr, q_ptr, out_ptr, N, K, G, group_size, m, P,
+                                   lines, HAS_ZEROS: tl.constexpr, FOLD_IN: tl.constexpr, MP: tl.constexpr,
+                                   COLS: tl.constexpr, TILES: tl.constexpr, EXACT_F32: tl.constexpr):
+    # Ŵ with a transform's Q factor folded in (ops/dequantize_2bit.py): along the rows
+    # (FOLD_IN false) (Qᵀ ⊗ I_P) Ŵ, row a·P + b; along the columns (FOLD_IN) Ŵ (Q ⊗ I_P),
+    # column c·P + d.  An element moves only along the chunk index a, and output chunk a is
+    # sum_a' Q[a', a] · input chunk a'.  A tile is one "line" (rows out: row b of every
+    # chunk; columns in: row n) and COLS places inside one scale group (columns k, or
+    # columns d of every chunk), so that with codes C[a', place] and the chunks' scales
+    # s[a'] and zeros z[a'] (Ŵ = s·(C − z)) the tile is
+    #     A·C − A·z,  A[a, a'] = Q[a', a]·s[a'],
+    # C exact in bfloat16 (0..3) and A as a bfloat16 hi + lo pair: two tensor-core
+    # products, ~2^-16 relative.
+    pid = tl.program_id(0)
+    line = pid % lines
+    c = tl.arange(0, MP)
+    j = tl.arange(0, COLS)
+    i0 = tl.arange(0, MP)[:, None]
+    i1 = tl.arange(0, MP)[None, :]
+    qt = tl.load(q_ptr + i1 * m + i0, mask=(i0 < m) & (i1 < m), other=0.0)  # qt[a, a'] = Q[a', a]
+    for t in tl.static_range(TILES):
+        j0 = ((pid // lines) * TILES + t) * COLS  # first place of the tile
+        if FOLD_IN:
+            row = line + 0 * c
+            col0 = c * P + j0
+            ok = (c < m) & (j0 + 0 * c < P)
+        else:
+            row = c * P + line
+            col0 = j0 + 0 * c
+            ok = (c < m) & (col0 < K)
+        sidx = row.to(tl.int64) * G + col0 // group_size
+        s = tl.load(scales_ptr + sidx, mask=ok, other=0.0).to(tl.float32)
+        a = qt * s[None, :]
+        if HAS_ZEROS:
+            z = tl.load(zeros_ptr + sidx, mask=ok, other=0.0).to(tl.float32)
+            bias = tl.sum(a * z[None, :], axis=1)
+        else:
+            bias = tl.sum(a, axis=1) * 1.5
+        w = tl.arange(0, COLS // 16)
+        words = tl.load(packed_ptr + (row.to(tl.int64) * (K // 16) + col0 // 16)[:, None] + w[None, :],
+                        mask=ok[:, None], other=0)
+        codes = (words[:, :, None] >> (2 * tl.arange(0, 16))[None, None, :]) & 3
+        codes = tl.reshape(codes, (MP, COLS))
+        if EXACT_F32:  # the interpreter multiplies bfloat16 tiles as raw integers
+            res = tl.dot(a, codes.to(tl.float32), input_precision="ieee")
+        else:
+            cb = codes.to(tl.bfloat16)
+            a_hi = a.to(tl.bfloat16)
+            a_lo = (a - a_hi.to(tl.float32)).to(tl.bfloat16)
+            res = tl.dot(a_hi, cb) + tl.dot(a_lo, cb)
+        res = res - bias[:, None]
+        optr = out_ptr + (row.to(tl.int64) * K + col0)[:, None] + j[None, :]
+        tl.store(optr, res.to(out_ptr.dtype.element_ty), mask=ok[:, None])
+
+
 def _default_config(M: int) -> dict:
     """The config used without autotuning (BLOCK_K >= 256: each of the 16 dots needs K >= 16)."""
     if _INTERPRET:
@@ -144,8 +200,15 @@ def supports_matmul(x, packed, scales, zeros, bias) -> str | None:
     return unsupported(x.device, x.dtype)
 
 
-def supports_dequantize(packed, scales, zeros, dtype) -> str | None:
-    return unsupported(packed.device, dtype, "output dtype")
+def supports_dequantize(packed, scales, zeros, dtype, q_out=None, q_in=None) -> str | None:
+    why = unsupported(packed.device, dtype, "output dtype")
+    if why:
+        return why
+    if q_out is not None and q_in is not None:
+        return "the Triton kernel folds one factor a call (q_out or q_in), not both"
+    if q_in is not None and (packed.shape[1] * 16 // q_in.shape[0]) % 16:
+        return f"K / m_in = {packed.shape[1] * 16} / {q_in.shape[0]} is not a multiple of 16 (whole packed words a chunk)"
+    return None
 
 
 def matmul_2bit(x2, packed, scales, zeros, bias, out=None):
@@ -170,13 +233,42 @@ def matmul_2bit(x2, packed, scales, zeros, bias, out=None):
     return out
 
 
-def dequantize_2bit(packed, scales, zeros, dtype, out=None):
+def dequantize_2bit(packed, scales, zeros, dtype, q_out=None, q_in=None, out=None):
     N, K = packed.shape[0], packed.shape[1] * 16
     G = scales.shape[1]
     if out is None:
         out = torch.empty(N, K, dtype=dtype, device=packed.device)
+    if q_out is not None or q_in is not None:
+        return _dequantize_folded(packed, scales, zeros, q_out, q_in, out)
     bn, words = (16, 4) if _INTERPRET else (32, 16)
     grid = (triton.cdiv(N, bn), triton.cdiv(K // 16, words))
     _dequantize_2bit_kernel[grid](packed, scales, zeros if zeros is not None else scales, out, N, K, G, K // G,
                                   HAS_ZEROS=zeros is not None, BLOCK_N=bn, WORDS=words)
+    return out
+
+
+def _dequantize_folded(packed, scales, zeros, q_out, q_in, out):
+    """out = (Q_outᵀ ⊗ I) Ŵ or Ŵ (Q_in ⊗ I) (supports_dequantize: one of them)."""
+    N, K = packed.shape[0], packed.shape[1] * 16
+    G = scales.shape[1]
+    gs = K // G
+    fold_in = q_in is not None
+    q = (q_in if fold_in else q_out).to(torch.float32).contiguous()
+    m = q.shape[0]
+    P = (K if fold_in else N) // m
+    mp = max(16, 1 << (m - 1).bit_length())
+    # a tile's places share a scale group (and, folding columns, lie in one chunk)
+    span = min(gs, P) if fold_in else gs
+    cols = 16
+    while cols * 2 <= min(span, 128) and span % (cols * 2) == 0:
+        cols *= 2
+    lines = N if fold_in else P
+    places = P if fold_in else K
+    tiles = 1 if _INTERPRET else max(1, min(4, places // cols))
+    grid = (lines * triton.cdiv(places, cols * tiles),)
+    _dequantize_2bit_folded_kernel[grid](
+        packed, scales, zeros if zeros is not None else scales, q, out, N, K, G, gs, m, P, lines,
+        HAS_ZEROS=zeros is not None, FOLD_IN=fold_in, MP=mp, COLS=cols, TILES=tiles,
+        EXACT_F32=_INTERPRET or out.dtype == torch.float32,  # float32: no bf16 split (its 2^-17 is float32-visible)
+        num_warps=4)
     return out

@@ -144,7 +144,8 @@ def rht(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
     except RuntimeError:  # leading dims not flattenable: go through contiguous copies
         return out.copy_(rht(x.contiguous(), q, signs_in, signs_out, scale, transpose, n, n_out))
     rows = x2.shape[0]
-    m = 1 if q is None else q.shape[0]
+    m = 1 if q is None else q if isinstance(q, int) else q.shape[0]  # int: Q = I_m (ops/rht.py)
+    has_q = isinstance(q, torch.Tensor)
     p = n // m
     log_p = p.bit_length() - 1
     log_mpad = 0 if m == 1 else max(4, (m - 1).bit_length())
@@ -153,13 +154,13 @@ def rht(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
     if log_p < 4 and log_mpad == 0:
         block_r = max(block_r, 16)  # the 16-wide window needs 16 elements
     c0, c1, c2 = _chunks(log_p) if log_p >= 4 else (0, 0, 0)
-    qf = q.to(torch.float32).contiguous() if q is not None else x2  # dummy pointer when absent
+    qf = q.to(torch.float32).contiguous() if has_q else x2  # dummy pointer when absent
     grid = (triton.cdiv(rows, block_r),)
     _rht_kernel[grid](
         x2, y2, qf, signs_in if signs_in is not None else x2, signs_out if signs_out is not None else x2,
         rows, n, n_in, n_out, m, x2.stride(0) if rows > 1 else n_in, y2.stride(0) if rows > 1 else n_out,
         float(scale) / p**0.5,
-        HAS_Q=q is not None, HAS_SIN=signs_in is not None, HAS_SOUT=signs_out is not None,
+        HAS_Q=has_q, HAS_SIN=signs_in is not None, HAS_SOUT=signs_out is not None,
         TRANSPOSE=bool(transpose), LOG_P=log_p, LOG_MPAD=log_mpad, BLOCK_R=block_r,
         C0=c0, C1=c1, C2=c2, PREC="ieee" if x.dtype == torch.float32 else "tf32",
         num_warps=4 if np_ * block_r <= 4096 else 8,

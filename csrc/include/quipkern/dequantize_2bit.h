@@ -19,6 +19,12 @@ struct Dequantize2bitParams {
   int N = 0, K = 0;
   int group_size = 0;                // 64, 128, or K
   DType dtype = DType::kBF16;        // kF16, kBF16 or kF32
+  // Fold a transform's dense factor Q (m × m, row-major fp32, m <= 32; nullptr: none) into
+  // the result: out = (Qᵀ ⊗ I_{N/m}) · W (fold_in false) or W · (Q ⊗ I_{K/m}) (fold_in,
+  // K/m a multiple of 16).  kF16 / kBF16 only.  (quipkern/reference/rht.py, fold_q)
+  const float* q = nullptr;
+  int m = 1;
+  bool fold_in = false;
 };
 
 Status dequantize_2bit_launch(const Dequantize2bitParams& p, cudaStream_t stream);

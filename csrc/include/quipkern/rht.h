@@ -3,8 +3,9 @@
 //   y[r] = scale · S_out · T · S_in · x[r]        (T^T when transpose)
 //   T    = Q_m ⊗ (H_p / sqrt(p)),  n = m · p,  p = 2^log2_p,  H_p Sylvester-ordered
 //
-// Element i of a row is (a, b) = divmod(i, p).  Q is m × m row-major fp32 (orthonormal;
-// nullptr when m == 1).  Signs are bitmasks: element i is negated iff bit i % 8 of byte
+// Element i of a row is (a, b) = divmod(i, p).  Q is m × m row-major fp32 (orthonormal),
+// or nullptr for Q = I_m: then T is H_p / sqrt(p) on each of the m chunks of p elements
+// (m == 1 always takes nullptr).  Signs are bitmasks: element i is negated iff bit i % 8 of byte
 // i / 8 is set (nullptr: no signs).  x and y may be the same buffer (in-place) when
 // their row strides are equal and n_in == n_out == n.  Accumulation is fp32 (for fp16 /
 // bf16 data the Q_m stage runs on tensor cores with bf16 hi + lo splits of both sides,
@@ -35,7 +36,7 @@ struct RhtParams {
   int n_out = 0;             // elements of a row of y written, 1 <= n_out <= n (0: n)
   int m = 1;                 // dense factor order, 1 <= m <= kRhtMaxM
   int log2_p = 0;            // 0 <= log2_p <= kRhtMaxLog2P
-  const float* q = nullptr;  // m × m, row-major, fp32
+  const float* q = nullptr;  // m × m, row-major, fp32; nullptr: I_m
   const uint8_t* signs_in = nullptr;
   const uint8_t* signs_out = nullptr;
   float scale = 1.0f;
