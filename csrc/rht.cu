@@ -581,9 +581,15 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
 // block takes blockDim.x / kTpr consecutive (row, chunk) pairs instead of whole rows, and
 // there is no Q stage.  The prefill path of the 2-bit layer uses it after folding Q_m
 // into the dequantized weight (quipkern/ops/linear_2bit.py).
-// (kChunks blocks have max(256, p / 32) threads: the tighter bound keeps p = 2048 unspilled)
+// kChunks blocks have chunk_block_threads<kLogP>() threads, also their launch bound (under
+// 1024 the p = 2048 instantiation spilled).
+template <int kLogP>
+constexpr int chunk_block_threads() {  // whole chunks of kMainValues-value threads, >= 256
+  return std::max(256, (1 << kLogP) / kMainValues);
+}
+
 template <typename T, int kLogP, bool kBulk, bool kChunks = false>
-__global__ void __launch_bounds__(!kChunks ? 1024 : (1 << kLogP) / kMainValues > 256 ? (1 << kLogP) / kMainValues : 256)
+__global__ void __launch_bounds__(kChunks ? chunk_block_threads<kLogP>() : 1024)
     rht_main_kernel(const RhtParams p, Plan plan) {
   pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
   pdl_launch_dependents();
@@ -762,7 +768,7 @@ bool main_kernel_fits(const RhtParams& p, int elem_size) {
 template <typename T, int kLogP>
 Status launch_chunks(const RhtParams& p, const Plan& plan, cudaStream_t stream) {
   constexpr int kTpc = (1 << kLogP) / kMainValues;  // threads a chunk
-  const int subs = std::max(1, 256 / kTpc);
+  constexpr int subs = chunk_block_threads<kLogP>() / kTpc;
   const size_t smem = PassSplit<kLogP>::kPasses == 1 ? 0 : size_t(subs) * row_floats<kLogP>() * sizeof(float);
   const int64_t blocks = (p.rows * p.m + subs - 1) / subs;
   if (blocks > int64_t(0x7fffffff)) return Status::kUnsupported;

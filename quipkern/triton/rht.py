@@ -23,6 +23,7 @@ import triton.language as tl
 
 import torch
 
+from ..reference.rht import order
 from . import unsupported
 
 __all__ = ["rht", "supports"]
@@ -144,7 +145,7 @@ def rht(x, q, signs_in, signs_out, scale, transpose, n, n_out, out=None):
     except RuntimeError:  # leading dims not flattenable: go through contiguous copies
         return out.copy_(rht(x.contiguous(), q, signs_in, signs_out, scale, transpose, n, n_out))
     rows = x2.shape[0]
-    m = 1 if q is None else q if isinstance(q, int) else q.shape[0]  # int: Q = I_m (ops/rht.py)
+    m = order(q)  # q may be an int m: Q = I_m (ops/rht.py)
     has_q = isinstance(q, torch.Tensor)
     p = n // m
     log_p = p.bit_length() - 1
