@@ -76,8 +76,9 @@ __global__ void __launch_bounds__(kThreads) dequantize_2bit_kernel(const Dequant
 // Row r of the mma is place 2r (r < 8) or 2(r - 8) + 1: a lane's two rows are neighbouring
 // places, one nibble of a word, and its results for them pack into one 32-bit store.
 // A warp's results pass through its own shared-memory tile so that rows leave as 16-byte
-// vectors.  (H100: 230-270 µs at 28672 x 8192 against the plain kernel's 200; without the
-// products it runs at the plain kernel's speed, so the rest is the products' latency.)
+// vectors.  (H100, 28672 x 8192: 232-325 µs on different machines against the plain
+// kernel's 200; without the products it runs at the plain kernel's speed, so the rest is
+// the products' latency.  benchmarks/NOTES.md, session 16.)
 //
 //   m rows of words --> regs --> smem --(nibble -> bf16 pairs, prmt)--> A --mma (hi, lo)--> D --> smem --> rows
 //                       (next tile's, in flight during this tile's products)

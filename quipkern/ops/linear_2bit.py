@@ -164,8 +164,8 @@ if _triton.AVAILABLE:
 
         def matmul(x2, b, o):
             if fold is not None or (x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda):
-                # the CUDA dequantize kernel where it is built (a plain widening copy), else
-                # Triton's (which also folds)
+                # dequantize_2bit's dispatch: the CUDA kernel where it is built, else Triton's;
+                # either folds fq_out / fq_in
                 w = backend.dispatch("dequantize_2bit", x2.device.type, packed, scales, zeros, x2.dtype,
                                      fq_out, fq_in)
                 return dense_matmul(x2, w, b, o)
