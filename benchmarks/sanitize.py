@@ -102,6 +102,15 @@ for impl in IMPLS:
         for dtype in (torch.bfloat16, torch.float16):
             if backend.why_not("dequantize_2bit", impl, packed, scales, zeros, dtype, q_out, q_in) is None:
                 fn(packed, scales, zeros, dtype, q_out, q_in)
+    # folding all of T_in (hadamard_in): one to 32 rows a block, a partial last block, per-row scales
+    for N, K, g, asym in ((37, 256, 64, True), (5, 32768, 128, False), (33, 2048, 2048, True), (1000, 8192, 128, False)):
+        packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
+        scales = torch.rand(N, K // g, device="cuda").half()
+        zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
+        signs = torch.randint(0, 256, (K // 8,), dtype=torch.uint8, device="cuda")
+        for dtype in (torch.bfloat16, torch.float16):
+            if backend.why_not("dequantize_2bit", impl, packed, scales, zeros, dtype, None, None, True, signs) is None:
+                fn(packed, scales, zeros, dtype, None, None, True, signs)
 if "cuda" in IMPLS and "cuda" in backend.available("linear_ternary"):
     from quipkern.formats import pack_ternary_base3
 

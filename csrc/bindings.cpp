@@ -62,11 +62,12 @@ void check_cuda(const at::Tensor& t, const at::Tensor& like, const char* op, con
               "; got ", t.device());
 }
 
-const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x, int64_t n, const char* name) {
+const uint8_t* signs_ptr(const std::optional<at::Tensor>& s, const at::Tensor& x, int64_t n, const char* name,
+                         const char* op = "_rht_cuda") {
   if (!s) return nullptr;
-  check_cuda(*s, x, "_rht_cuda", name);
+  check_cuda(*s, x, op, name);
   QK_CHECK(s->scalar_type() == at::kByte && s->dim() == 1 && s->numel() == (n + 7) / 8 && s->is_contiguous(),
-              "_rht_cuda: '", name, "' must be a contiguous uint8 bitmask of ", (n + 7) / 8, " bytes; got ",
+              op, ": '", name, "' must be a contiguous uint8 bitmask of ", (n + 7) / 8, " bytes; got ",
               s->sizes(), " ", s->scalar_type());
   return s->data_ptr<uint8_t>();
 }
@@ -385,9 +386,11 @@ void ternary_a8_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const a
 }
 
 // out (N, K) = the dense 2-bit weight (packed, scales, zeros) in out's dtype; with q (m, m)
-// float32, that weight with Q folded in: (Qᵀ ⊗ I) W, or W (Q ⊗ I) when fold_in.
+// float32, that weight with Q folded in: (Qᵀ ⊗ I) W, or W (Q ⊗ I) when fold_in; with
+// hadamard_in, W (H_K / sqrt K) S_in (signs_in: S_in's bitmask or none).
 void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
-                          at::Tensor& out, const std::optional<at::Tensor>& q, bool fold_in) {
+                          at::Tensor& out, const std::optional<at::Tensor>& q, bool fold_in, bool hadamard_in,
+                          const std::optional<at::Tensor>& signs_in) {
   const char* op = "_dequantize_2bit_cuda";
   QK_CHECK(packed.is_cuda() && packed.scalar_type() == at::kInt && packed.dim() == 2 && packed.is_contiguous(), op,
            ": 'packed' must be a contiguous int32 (N, K/16) CUDA tensor; got ", packed.sizes(), " ",
@@ -416,6 +419,9 @@ void dequantize_2bit_cuda(const at::Tensor& packed, const at::Tensor& scales, co
     p.m = int(q->size(0));
     p.fold_in = fold_in;
   }
+  QK_CHECK(hadamard_in || !signs_in, op, ": 'signs_in' is given but hadamard_in is False");
+  p.hadamard_in = hadamard_in;
+  if (signs_in) p.signs_in = signs_ptr(signs_in, packed, K, "signs_in", op);
   const c10::cuda::CUDAGuard guard(packed.device());
   check_status(quipkern::dequantize_2bit_launch(p, c10::cuda::getCurrentCUDAStream()), op);
 }
@@ -428,7 +434,7 @@ TORCH_LIBRARY_FRAGMENT(quipkern, m) {
   m.def("_linear_2bit_gemv_cuda(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, Tensor? bias, "
         "Tensor(a!) out, bool pdl=False, bool fixed_x=True) -> ()");
   m.def("_dequantize_2bit_cuda(Tensor packed, Tensor scales, Tensor? zeros, Tensor(a!) out, Tensor? q=None, "
-        "bool fold_in=False) -> ()");
+        "bool fold_in=False, bool hadamard_in=False, Tensor? signs_in=None) -> ()");
   m.def("_linear_ternary_base3_gemv_cuda(Tensor x, Tensor packed, Tensor scale, Tensor? bias, Tensor(a!) out, "
         "int K) -> ()");
   m.def("_ternary_int8_gemv_cuda(Tensor q, Tensor packed, Tensor(a!) out, Tensor? act_scale=None, Tensor? scale=None, "

@@ -298,6 +298,7 @@ Status dequantize_2bit_launch(const Dequantize2bitParams& p, cudaStream_t stream
   if (reinterpret_cast<uintptr_t>(p.packed) % 4 || reinterpret_cast<uintptr_t>(p.out) % 16 ||
       (p.out_row_stride * dtype_size(p.dtype)) % 16)
     return Status::kMisaligned;
+  if (p.hadamard_in) return dequantize_2bit_hadamard_launch(p, stream);
   if (p.q != nullptr) {
     if (p.m < 1 || p.m > 32) return Status::kUnsupported;
     if (p.fold_in ? p.K % p.m : p.N % p.m) return Status::kInvalidArgument;

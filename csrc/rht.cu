@@ -31,6 +31,7 @@
 
 #include "launch.cuh"
 #include "ptx.cuh"
+#include "quipkern/dequantize_2bit.h"
 #include "quipkern/rht.h"
 
 namespace quipkern {
@@ -575,6 +576,21 @@ __device__ __forceinline__ void main_pass(const RhtParams& p, float* srow, int t
   }
 }
 
+// Where the main kernel's rows come from (its pass 0).  XRows: the rows of x (RhtParams).
+// Rows2bit: the rows of a 2-bit weight (docs/FORMATS.md, "2-bit weights"), dequantized in
+// registers: row n is s · (c − z) over its K columns, so the kernel writes
+// S_out · (H_K / sqrt(K)) · ŵ[n] without ŵ ever reaching memory in bf16 (the prefill path
+// folds the input transform into the weight this way: dequantize_2bit_hadamard_launch).
+struct XRows {};
+struct Rows2bit {
+  const uint32_t* packed;   // (N, K/16) words, 8-byte aligned rows
+  const uint16_t* scales;   // fp16 bits, (N, K/g)
+  const uint16_t* zeros;    // fp16 bits, (N, K/g), or nullptr: z = 1.5
+  int words;                // K / 16
+  int groups;               // K / g
+  int log2_group;           // g is a power of two (64, 128 or K = 2^k)
+};
+
 // kBulk: the many-rows variant (the grid covers the GPU; fp16 / bf16, m > 1), whose Q stage
 // is q_stage_mma_bulk; the decode path (few rows) keeps q_stage_mma_few.
 // kChunks: Q = I_m (q == nullptr, m > 1): the m chunks of a row are independent, so a
@@ -588,9 +604,9 @@ constexpr int chunk_block_threads() {  // whole chunks of kMainValues-value thre
   return std::max(256, (1 << kLogP) / kMainValues);
 }
 
-template <typename T, int kLogP, bool kBulk, bool kChunks = false>
+template <typename T, int kLogP, bool kBulk, bool kChunks = false, typename Src = XRows>
 __global__ void __launch_bounds__(kChunks ? chunk_block_threads<kLogP>() : 1024)
-    rht_main_kernel(const RhtParams p, Plan plan) {
+    rht_main_kernel(const RhtParams p, Plan plan, const Src src) {
   pdl_wait();  // x (and q, signs) may come from the kernel before (launch.cuh)
   pdl_launch_dependents();
   using S = PassSplit<kLogP>;
@@ -637,21 +653,40 @@ __global__ void __launch_bounds__(kChunks ? chunk_block_threads<kLogP>() : 1024)
 
   // pass 0: 32 contiguous elements
   float v[kMainValues];
-  if (active) {
+  if constexpr (std::is_same<Src, Rows2bit>::value) {
+    // 32 codes (two words) and their group's scale and zero: g >= 64 holds all 32
+    if (active) {
+      const int c0 = col0 + kMainValues * t;
+      const uint2 w = __ldg(reinterpret_cast<const uint2*>(src.packed + row * src.words + (c0 >> 4)));
+      const int64_t gi = row * src.groups + (c0 >> src.log2_group);
+      const float s = __half2float(__ushort_as_half(__ldg(src.scales + gi)));
+      const float z = src.zeros != nullptr ? __half2float(__ushort_as_half(__ldg(src.zeros + gi))) : 1.5f;
+      const float zs = -z * s;
+#pragma unroll
+      for (int i = 0; i < kMainValues; ++i) {
+        // code as a float: 2^23 + c read as fp32, minus 2^23 (exact)
+        const uint32_t c = ((i < 16 ? w.x : w.y) >> (2 * (i & 15))) & 3u;
+        v[i] = fmaf(__uint_as_float(0x4B000000u | c) - 8388608.f, s, zs);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kMainValues; ++i) v[i] = 0.f;
+    }
+  } else if (active) {
     const int c0 = col0 + kMainValues * t;
-    const T* src = static_cast<const T*>(p.x) + row * p.x_row_stride + c0;
+    const T* xr = static_cast<const T*>(p.x) + row * p.x_row_stride + c0;
     constexpr int kPerVec = 16 / sizeof(T);
     if (c0 + kMainValues <= p.n_in) {
 #pragma unroll
       for (int c = 0; c < kMainValues; c += kPerVec) {
-        const uint4 raw = load_cg16(src + c);  // not __ldg: x comes from the kernel before (launch.cuh)
+        const uint4 raw = load_cg16(xr + c);  // not __ldg: x comes from the kernel before (launch.cuh)
         const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
         for (int u = 0; u < kPerVec; ++u) v[c + u] = Cvt<T>::load(e[u]);
       }
     } else {  // the zero padding of a padded width
 #pragma unroll
-      for (int i = 0; i < kMainValues; ++i) v[i] = c0 + i < p.n_in ? Cvt<T>::load(load_cg(src + i)) : 0.f;
+      for (int i = 0; i < kMainValues; ++i) v[i] = c0 + i < p.n_in ? Cvt<T>::load(load_cg(xr + i)) : 0.f;
     }
     if (p.signs_in != nullptr) {
       const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(p.signs_in) + ((col0 + kMainValues * t) >> 5));
@@ -777,16 +812,22 @@ Status launch_chunks(const RhtParams& p, const Plan& plan, cudaStream_t stream) 
   auto kernel = rht_main_kernel<T, kLogP, false, true>;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
     return Status::kCudaError;
-  const cudaError_t e = launch_on(device, true, kernel, dim3(unsigned(blocks)), dim3(subs * kTpc), smem, stream, p, plan);
+  const cudaError_t e =
+      launch_on(device, true, kernel, dim3(unsigned(blocks)), dim3(subs * kTpc), smem, stream, p, plan, XRows{});
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
-template <typename T, int kLogP>
-Status launch_main(const RhtParams& p, cudaStream_t stream) {
+// Src = Rows2bit: m == 1 only (dequantize_2bit_hadamard_launch).
+template <typename T, int kLogP, typename Src = XRows>
+Status launch_main(const RhtParams& p, cudaStream_t stream, const Src src = Src{}) {
+  constexpr bool kX = std::is_same<Src, XRows>::value;
   Plan plan = make_plan(p);
-  if (p.m > 1 && p.q == nullptr) {  // Q = I_m; p = 32 (one pass, registers only) goes to the generic kernel
-    if constexpr (PassSplit<kLogP>::kPasses > 1) return launch_chunks<T, kLogP>(p, plan, stream);
-    else return launch_generic<T>(p, plan, stream);
+  if (!kX && p.m != 1) return Status::kUnsupported;
+  if constexpr (kX) {
+    if (p.m > 1 && p.q == nullptr) {  // Q = I_m; p = 32 (one pass, registers only) goes to the generic kernel
+      if constexpr (PassSplit<kLogP>::kPasses > 1) return launch_chunks<T, kLogP>(p, plan, stream);
+      else return launch_generic<T>(p, plan, stream);
+    }
   }
   const int per_row = p.m * ((1 << kLogP) / kMainValues);  // threads per row
   plan.rows_per_block = std::max(1, 256 / per_row);
@@ -808,14 +849,14 @@ Status launch_main(const RhtParams& p, cudaStream_t stream) {
   // columns a block.  Not in place: a block writes its slice while another still reads x.
   if (p.m > 1 && p.x != p.y)
     while (plan.log2_q_split < kLogP - 5 && (blocks << (plan.log2_q_split + 1)) <= sms) ++plan.log2_q_split;
-  auto kernel = rht_main_kernel<T, kLogP, false>;
-  if constexpr (!std::is_same<T, float>::value) {
+  auto kernel = rht_main_kernel<T, kLogP, false, false, Src>;
+  if constexpr (!std::is_same<T, float>::value && kX) {
     if (p.m > 1 && blocks >= sms) kernel = rht_main_kernel<T, kLogP, true>;
   }
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess)
     return Status::kCudaError;
   const cudaError_t e = launch_on(device, true, kernel, dim3(unsigned(blocks), 1u << plan.log2_q_split),
-                                  dim3(threads), smem, stream, p, plan);
+                                  dim3(threads), smem, stream, p, plan, src);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
@@ -856,6 +897,22 @@ Status launch_generic(const RhtParams& p, const Plan& plan, cudaStream_t stream)
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
+
+template <typename T>
+Status launch_rows_2bit(const RhtParams& p, const Rows2bit& src, cudaStream_t stream) {
+  switch (p.log2_p) {
+    case 8: return launch_main<T, 8>(p, stream, src);
+    case 9: return launch_main<T, 9>(p, stream, src);
+    case 10: return launch_main<T, 10>(p, stream, src);
+    case 11: return launch_main<T, 11>(p, stream, src);
+    case 12: return launch_main<T, 12>(p, stream, src);
+    case 13: return launch_main<T, 13>(p, stream, src);
+    case 14: return launch_main<T, 14>(p, stream, src);
+    case 15: return launch_main<T, 15>(p, stream, src);
+    default: return Status::kUnsupported;
+  }
+}
+
 }  // namespace
 
 Status rht_launch(const RhtParams& p, cudaStream_t stream) {
@@ -878,6 +935,39 @@ Status rht_launch(const RhtParams& p, cudaStream_t stream) {
     case DType::kF32: return launch_typed<float>(q, plan, stream);
   }
   return Status::kUnsupported;
+}
+
+Status dequantize_2bit_hadamard_launch(const Dequantize2bitParams& d, cudaStream_t stream) {
+  if (d.packed == nullptr || d.scales == nullptr || d.out == nullptr) return Status::kInvalidArgument;
+  if (d.N < 1 || d.K < 64 || d.K % 64 || d.out_row_stride < d.K) return Status::kInvalidArgument;
+  if (d.q != nullptr) return Status::kUnsupported;  // m = 1 only
+  int log2_k = 0;
+  while ((1 << log2_k) < d.K) ++log2_k;
+  if ((1 << log2_k) != d.K || log2_k < 8 || log2_k > kRhtMaxLog2P) return Status::kUnsupported;
+  if (!(d.group_size == 64 || d.group_size == 128 || d.group_size == d.K)) return Status::kUnsupported;
+  // two words a thread as one 8-byte load; the signs as 32-bit words
+  if (reinterpret_cast<uintptr_t>(d.packed) % 8 || reinterpret_cast<uintptr_t>(d.signs_in) % 4)
+    return Status::kMisaligned;
+  RhtParams p;
+  p.x = d.packed;  // not read as x: the rows come from src
+  p.y = d.out;
+  p.rows = d.N;
+  p.x_row_stride = d.K;
+  p.y_row_stride = d.out_row_stride;
+  p.n = p.n_in = p.n_out = d.K;
+  p.m = 1;
+  p.log2_p = log2_k;
+  p.signs_out = d.signs_in;  // row form of W · T_K · S_in: S_in · T_K · w (T_K symmetric)
+  p.dtype = d.dtype;
+  int log2_g = 0;
+  while ((1 << log2_g) < d.group_size) ++log2_g;
+  const Rows2bit src{reinterpret_cast<const uint32_t*>(d.packed), d.scales, d.zeros, d.K / 16, d.K / d.group_size,
+                     log2_g};
+  switch (d.dtype) {
+    case DType::kF16: return launch_rows_2bit<__half>(p, src, stream);
+    case DType::kBF16: return launch_rows_2bit<__nv_bfloat16>(p, src, stream);
+    default: return Status::kUnsupported;
+  }
 }
 
 }  // namespace quipkern

@@ -11,6 +11,8 @@ from quipkern.reference import linear_2bit as linear_2bit_ref
 
 from quipkern.ops import backend
 
+from quipkern.formats import random_signs, unpack_signs
+
 from .layer_cases import dense_forward, transforms, two_bit_case
 from .utils import HAS_CUDA, LAYER_TOL, REL_TOL, kernel_backends, poison_like, rel_err
 
@@ -210,6 +212,80 @@ def test_dequantize_folded_kernels(name, device, case, asym):
         assert rel_err(out, ref) < REL_TOL[dtype], (case, dtype)
 
 
+@pytest.mark.parametrize("K", [256, 384, 64, 5 * 64])
+def test_fold_hadamard_reference_is_the_dense_transform(K):
+    """fold_q (Q_in) then fold_hadamard is W · T_K · S_in, T_K the dense transform of width K."""
+    from quipkern.reference.rht import fold_hadamard, fold_q, order
+    from .layer_cases import dense_transform
+    kw = transforms(24, K, True, False, q_dtype=torch.float64)
+    m = order(kw["q_in"])
+    W = torch.randn(24, K, dtype=torch.float64)
+    got = fold_hadamard(fold_q(W, None, kw["q_in"]), m, kw["signs_in"])
+    want = (W @ dense_transform(K)) * unpack_signs(kw["signs_in"], K, torch.float64)
+    assert rel_err(got, want) < 1e-12
+
+
+# (N, K, group size): the whole input transform folded (hadamard_in, K = 2^k; CUDA: K >= 256)
+HADAMARD_CASES_CPU = [(96, 256, 64), (40, 512, "row"), (33, 1024, 128), (24, 64, 64)]
+HADAMARD_CASES_GPU = HADAMARD_CASES_CPU + [(8192, 8192, 128), (4096, 4096, 64), (300, 32768, 128),
+                                           (37, 2048, "row"), (1000, 16384, 64)]
+
+
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("dequantize_2bit")])
+@pytest.mark.parametrize("case", HADAMARD_CASES_GPU if HAS_CUDA else HADAMARD_CASES_CPU, ids=str)
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("with_signs", [True, False])
+def test_dequantize_hadamard_kernels(name, device, case, asym, with_signs):
+    from quipkern.reference.rht import fold_hadamard
+    N, K, g = case
+    (packed, scales, zeros), W = two_bit_case(N, K, K if g == "row" else g, asym, device)
+    signs = random_signs(K, seed=K + 1) if with_signs else None
+    ref = fold_hadamard(W.double().cpu(), 1, signs)
+    signs = None if signs is None else signs.to(device)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        args = (packed, scales, zeros, dtype, None, None, True, signs)
+        why = backend.why_not("dequantize_2bit", name, *args)
+        if why:  # CUDA folds it into float16 / bfloat16 for 256 <= K <= 32768
+            assert name == "cuda" and (dtype == torch.float32 or K < 256), why
+            continue
+        out = poison_like(torch.empty(N, K, device=device, dtype=dtype))
+        res = backend.implementation("dequantize_2bit", name)(*args, out=out)
+        assert res is out
+        assert rel_err(out, ref) < REL_TOL[dtype], (case, dtype)
+    # through the op (its dispatch) and the reference, in float64
+    got = quipkern.dequantize_2bit(packed.cpu(), scales.cpu(), None if zeros is None else zeros.cpu(),
+                                   torch.float64, None, None, True, None if signs is None else signs.cpu())
+    assert rel_err(got, ref) < 1e-12
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
+def test_dequantize_hadamard_cuda_refuses_what_it_cannot_fold():
+    if "cuda" not in backend.available("dequantize_2bit"):
+        pytest.skip("the CUDA extension is not built")
+    (packed, scales, _), _ = two_bit_case(16, 384, 128, False, "cuda")
+    q = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0].cuda()
+    assert "alone" in backend.why_not("dequantize_2bit", "cuda", packed, scales, None, torch.bfloat16, None, q,
+                                      True, None)
+    (packed, scales, _), _ = two_bit_case(16, 128, 64, False, "cuda")
+    assert "256 <= K" in backend.why_not("dequantize_2bit", "cuda", packed, scales, None, torch.bfloat16, None,
+                                         None, True, None)
+    # called anyway, the kernel's launcher refuses too (a clear error, not a wrong answer)
+    out = torch.empty(16, 128, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="_dequantize_2bit_cuda"):
+        torch.ops.quipkern._dequantize_2bit_cuda(packed, scales, None, out, None, False, True, None)
+
+
+def test_dequantize_hadamard_is_checked():
+    (packed, scales, _), _ = two_bit_case(16, 384, 128, False)
+    with pytest.raises(ValueError, match="hadamard_in needs K / m = 384 / 1 = 384 to be a power of two"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, None, True)
+    (packed, scales, _), _ = two_bit_case(16, 256, 128, False)
+    with pytest.raises(ValueError, match="'signs_in' was given but 'hadamard_in' is False"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, None, False, random_signs(256))
+    with pytest.raises(ValueError, match="signs_in"):
+        quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, None, True, random_signs(128))
+
+
 def test_dequantize_fold_is_checked():
     (packed, scales, zeros), _ = two_bit_case(96, 256, 64, False)
     with pytest.raises(ValueError, match="q_out.*m dividing N = 96"):
@@ -258,18 +334,68 @@ def test_prefill_folds_q_into_the_weight(name, device, M, dtype, case, monkeypat
         assert err < LAYER_TOL[dtype], f"{case} M={M} {dtype} fold_min_m={fold_min_m}: rel err {err:.3g}"
 
 
+# (N, K, group size, asymmetric, transform_out): the prefill path folds all of T_in (K = 2^k)
+PREFILL_HADAMARD_CPU = [(96, 256, 64, False, True), (40, 512, "row", True, False), (384, 256, 128, False, True)]
+PREFILL_HADAMARD_GPU = PREFILL_HADAMARD_CPU + [(4096, 4096, 128, False, True), (1536, 2048, 64, True, True)]
+
+
+@pytest.mark.parametrize("name,device", [b for b in kernel_backends("linear_2bit") if b[0] == "triton"])
+@pytest.mark.parametrize("M", [17, 40])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", PREFILL_HADAMARD_GPU if HAS_CUDA else PREFILL_HADAMARD_CPU, ids=str)
+def test_prefill_folds_hadamard_in(name, device, M, dtype, case, monkeypatch):
+    op = importlib.import_module("quipkern.ops.linear_2bit")
+    N, K, g, asym, tout = case
+    (packed, scales, zeros), _ = two_bit_case(N, K, K if g == "row" else g, asym, device)
+    kw = transforms(N, K, True, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
+            kw.get("signs_out"), True, tout)
+    ref = linear_2bit_ref(x.double(), packed, scales, zeros, bias.double(), *args[5:])
+    rule = op.fold_side
+    monkeypatch.setattr(op, "fold_side", lambda *a: rule(*a[:7], True))  # as if the CUDA kernel were here
+    monkeypatch.setattr(op, "FOLD_MIN_M", 10**9)  # no Q fold
+    for per_row, expect in ((-(-N // M), "hadamard_in"), ((N - 1) // M, None)):  # M · per_row >= N, then not
+        monkeypatch.setattr(op, "FOLD_HADAMARD_N_PER_ROW", per_row)
+        assert op.fold_side(M, N, K, kw.get("q_in"), kw.get("q_out"), True, tout) == expect
+        out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
+        with quipkern.use_backend(name):
+            res = backend.implementation("linear_2bit", name)(*args, out=out)
+        assert res is out
+        err = rel_err(out, ref)
+        assert err < LAYER_TOL[dtype], f"{case} M={M} {dtype} per_row={per_row}: rel err {err:.3g}"
+
+
 def test_prefill_fold_rule_defaults():
-    """By default the prefill path folds only an output-side factor of order 2..32, from
-    FOLD_MIN_M rows (ops/linear_2bit.py says why)."""
+    """By default the prefill path folds an output-side factor of order 2..32 from FOLD_MIN_M
+    rows, else all of an m = 1 input transform where the weight has at most
+    FOLD_HADAMARD_N_PER_ROW rows a row of x (ops/linear_2bit.py says why)."""
     op = importlib.import_module("quipkern.ops.linear_2bit")
     q = lambda m: torch.eye(m)  # noqa: E731
     big = max(op.FOLD_MIN_M, op.DEQUANT_GEMM_MIN_M)
     assert op.fold_side(big, 28672, 8192, None, q(7), True, True) == "out"
-    assert op.fold_side(big - 1, 28672, 8192, None, q(7), True, True) is None
+    assert op.fold_side(big - 1, 28672, 8192, None, q(7), False, True) is None
     assert op.fold_side(big, 8192, 28672, q(7), None, True, True) is None     # input side: not by default
-    assert op.fold_side(big, 11008, 4096, None, q(43), True, True) is None    # m > 32: Triton's fold
+    assert op.fold_side(big, 11008, 4096, None, q(43), False, True) is None   # m > 32: Triton's fold
+    assert op.fold_side(10**4, 11008, 4096, None, q(43), True, True) == "hadamard_in"  # so T_in (m = 1) instead
     assert op.fold_side(big, 14336, 11008, q(43), q(7), True, True) == "out"
-    assert op.fold_side(big, 14336, 4096, None, q(7), True, False) is None    # no output transform
+    assert op.fold_side(big, 14336, 4096, None, q(7), False, False) is None   # no transform
+    assert op.fold_side(10**4, 14336, 4096, None, q(7), True, False) == "hadamard_in"  # no output transform
+    # the whole of T_in where no Q is folded, T_in has m = 1, the weight has at most
+    # FOLD_HADAMARD_N_PER_ROW rows per row of x, and the CUDA kernel is there
+    r = op.FOLD_HADAMARD_N_PER_ROW
+    hb = max(-(-8192 // r), op.DEQUANT_GEMM_MIN_M)
+    assert op.fold_side(hb, 8192, 8192, None, None, True, True) == "hadamard_in"
+    assert op.fold_side(hb - 1, 8192, 8192, None, None, True, True) is None
+    assert op.fold_side(hb, 8192, 8192, None, None, True, True, cuda_fold=False) is None
+    assert op.fold_side(hb, 8192, 8192, None, None, False, True) is None       # no input transform
+    assert op.fold_side(hb, 4096, 11008, q(43), None, True, True) is None      # m > 1
+    assert op.fold_side(hb, 8192, 4096, None, None, True, True) == "hadamard_in"
+    assert op.fold_side(big, 28672, 8192, None, q(7), True, True) == "out"     # the Q fold first
+    assert op.fold_side(big - 1, 28672, 8192, None, q(7), True, True) is None  # 28672 rows: too many
+    assert op.fold_side(10**4, 28672, 8192, None, None, True, True) == "hadamard_in"
+    assert op.fold_side(10**4, 64, 128, None, None, True, True) is None        # K < 256
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")

@@ -112,7 +112,19 @@ GEMV_FIXED_X_MAX_M = 1
 # perhaps cuBLAS on the folded weight's full-mantissa values), and only factors the CUDA
 # kernel folds (m <= FOLD_MAX_M; Triton's fold costs about twice the plain dequantize).
 FOLD_MIN_M = int(os.environ.get("QUIPKERN_FOLD_MIN_M", "3072"))
-FOLD_SIDES = ("out",)
+# Where no Q is folded and T_in is a pure Hadamard transform (K = 2^k, m = 1), the whole of
+# T_in·S_in can go into the weight instead ("hadamard_in": dequantize_2bit's hadamard_in,
+# the CUDA kernel of csrc/rht.cu that dequantizes rows in registers and transforms them on
+# the way out): y = S_out·T_outᵀ·[Ŵ·T_in·S_in]·x, and x is not transformed at all.  It
+# trades the transform of x's M rows for that of the weight's N rows, at about a third of
+# the cost a row because it rides on the dequantize's write, which this path pays anyway
+# (H100, M = 4096: the folding dequantize 100 µs against the plain 61 at 8192², 32 against
+# 19 at 4096², while T_in took 66 and 37; whole layer 1012 -> 965 and 288 -> 260 µs;
+# BENCHMARKS.md, session 17).  So it folds where rows · FOLD_HADAMARD_N_PER_ROW >= N
+# (QUIPKERN_FOLD_HADAMARD_N_PER_ROW), and only where the CUDA kernel folds it (Triton's two
+# passes would cost more than the transform of x they save).
+FOLD_HADAMARD_N_PER_ROW = int(os.environ.get("QUIPKERN_FOLD_HADAMARD_N_PER_ROW", "3"))
+FOLD_SIDES = ("out", "hadamard_in")
 FOLD_MAX_M = 32
 
 
@@ -140,17 +152,26 @@ def composed(matmul, after_t_in=False):
 
 backend.register("linear_2bit", "reference", backend.with_out(_reference))
 
-def fold_side(rows, N, K, q_in, q_out, transform_in, transform_out):
-    """Which transform's Q the prefill path folds into the weight: "out", "in" or None."""
-    if rows < max(FOLD_MIN_M, DEQUANT_GEMM_MIN_M):
+def fold_side(rows, N, K, q_in, q_out, transform_in, transform_out, cuda_fold=True):
+    """What the prefill path folds into the weight: "out" or "in" (that transform's Q),
+    "hadamard_in" (all of T_in·S_in), or None.  A Q fold comes first (the dequantize folds
+    one thing a call, and the Q stage is the dearer transform).  cuda_fold: the CUDA
+    dequantize kernel is there to take the call (hadamard_in goes only there)."""
+    if rows < DEQUANT_GEMM_MIN_M:
         return None
     sides = []
-    if "out" in FOLD_SIDES and transform_out and q_out is not None and 1 < q_out.shape[0] <= FOLD_MAX_M:
-        sides.append((N, 1, "out"))
-    if ("in" in FOLD_SIDES and transform_in and q_in is not None and 1 < q_in.shape[0] <= FOLD_MAX_M
-            and (K // q_in.shape[0]) % 16 == 0):
-        sides.append((K, 0, "in"))
-    return max(sides)[2] if sides else None
+    if rows >= FOLD_MIN_M:
+        if "out" in FOLD_SIDES and transform_out and q_out is not None and 1 < q_out.shape[0] <= FOLD_MAX_M:
+            sides.append((N, 1, "out"))
+        if ("in" in FOLD_SIDES and transform_in and q_in is not None and 1 < q_in.shape[0] <= FOLD_MAX_M
+                and (K // q_in.shape[0]) % 16 == 0):
+            sides.append((K, 0, "in"))
+    if sides:
+        return max(sides)[2]
+    if ("hadamard_in" in FOLD_SIDES and cuda_fold and rows * FOLD_HADAMARD_N_PER_ROW >= N and transform_in
+            and q_in is None and 256 <= K <= 32768):
+        return "hadamard_in"
+    return None
 
 
 if _triton.AVAILABLE:
@@ -159,23 +180,26 @@ if _triton.AVAILABLE:
     def _triton_linear(x, packed, scales, zeros, bias, q_in, signs_in, q_out, signs_out, transform_in,
                        transform_out, in_features=-1, out_features=-1, out=None):
         N, K = packed.shape[0], packed.shape[1] * 16
-        fold = fold_side(_rows(x), N, K, q_in, q_out, transform_in, transform_out)
+        cuda_fold = x.is_cuda and "cuda" in backend.available("dequantize_2bit")
+        fold = fold_side(_rows(x), N, K, q_in, q_out, transform_in, transform_out, cuda_fold)
         fq_out, fq_in = (q_out if fold == "out" else None), (q_in if fold == "in" else None)
+        fh = fold == "hadamard_in"
 
         def matmul(x2, b, o):
             if fold is not None or (x2.shape[0] >= DEQUANT_GEMM_MIN_M and x2.is_cuda):
                 # dequantize_2bit's dispatch: the CUDA kernel where it is built, else Triton's;
-                # either folds fq_out / fq_in
+                # either folds fq_out / fq_in / T_in
                 w = backend.dispatch("dequantize_2bit", x2.device.type, packed, scales, zeros, x2.dtype,
-                                     fq_out, fq_in)
+                                     fq_out, fq_in, fh, signs_in if fh else None)
                 return dense_matmul(x2, w, b, o)
             return _tl.matmul_2bit(x2, packed, scales, zeros, b, o)
 
-        # a folded side's transform gets its order m instead of Q: Q = I_m (ops/rht.py)
+        # a folded side's transform gets its order m instead of Q: Q = I_m (ops/rht.py);
+        # T_in folded whole: x is not transformed
         return composed_forward(
             x, N, K, N if out_features == -1 else out_features, bias,
             q_in.shape[0] if fold == "in" else q_in, signs_in, q_out.shape[0] if fold == "out" else q_out,
-            signs_out, transform_in, transform_out, matmul,
+            signs_out, transform_in and not fh, transform_out, matmul,
             fuse_bias=bias is not None and bias.dtype == x.dtype, out=out)
 
     def _triton_supports(x, packed, scales, zeros, bias, *rest):

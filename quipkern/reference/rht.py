@@ -19,7 +19,7 @@ import torch
 
 from ..formats.signs import unpack_signs
 
-__all__ = ["rht", "fwht", "compute_dtype", "order", "fold_q"]
+__all__ = ["rht", "fwht", "compute_dtype", "order", "fold_q", "fold_hadamard"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -82,3 +82,13 @@ def fold_q(w: torch.Tensor, q_out=None, q_in=None) -> torch.Tensor:
         m = q_in.shape[0]
         w = (w.reshape(N, m, K // m).transpose(1, 2) @ q_in.to(w.dtype)).transpose(1, 2).reshape(N, K)
     return w
+
+
+def fold_hadamard(w: torch.Tensor, m: int = 1, signs_in=None) -> torch.Tensor:
+    """w · (I_m ⊗ H_p/sqrt(p)) · S_in for a weight w (N, K = m·p), in w's dtype: the rest of
+    the input transform (after fold_q's Q_in) moved into the weight, so that with
+    fold_q(w, None, Q_in) first the layer's S_out·T_outᵀ·w·T_in·S_in·x needs no transform
+    of x.  Row n of the result is S_in·(I_m ⊗ H_p/sqrt(p))·w[n] (H_p is symmetric): the rht
+    of the row with S_in as its output signs."""
+    return rht(w, m if m > 1 else None, None, signs_in)
+

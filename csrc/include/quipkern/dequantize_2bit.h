@@ -25,8 +25,18 @@ struct Dequantize2bitParams {
   const float* q = nullptr;
   int m = 1;
   bool fold_in = false;
+  // Fold the whole input transform of a power-of-two width K (m = 1, no q) into the
+  // result: out = W · (H_K / sqrt(K)) · S_in, i.e. row n of out is S_in · (H_K / sqrt(K)) ·
+  // W[n] (H_K is symmetric).  256 <= K <= 32768, kF16 / kBF16, packed 8-byte aligned.
+  // (quipkern/reference/rht.py, fold_hadamard)
+  bool hadamard_in = false;
+  const uint8_t* signs_in = nullptr;  // S_in: ceil(K/8) bytes, 4-byte aligned, or nullptr
 };
 
 Status dequantize_2bit_launch(const Dequantize2bitParams& p, cudaStream_t stream);
+
+// The hadamard_in case, which dequantize_2bit_launch hands on: the rht's main kernel
+// (csrc/rht.cu) reading the rows of W from the packed codes instead of x.
+Status dequantize_2bit_hadamard_launch(const Dequantize2bitParams& p, cudaStream_t stream);
 
 }  // namespace quipkern
