@@ -368,20 +368,21 @@ def test_prefill_folds_hadamard_in(name, device, M, dtype, case, monkeypatch):
 
 
 def test_prefill_fold_rule_defaults():
-    """By default the prefill path folds an output-side factor of order 2..32 from FOLD_MIN_M
-    rows, else all of an m = 1 input transform where the weight has at most
+    """By default the prefill path folds a factor of order 2..32 from FOLD_MIN_M rows (the
+    wider side's), else all of an m = 1 input transform where the weight has at most
     FOLD_HADAMARD_N_PER_ROW rows a row of x (ops/linear_2bit.py says why)."""
     op = importlib.import_module("quipkern.ops.linear_2bit")
     q = lambda m: torch.eye(m)  # noqa: E731
     big = max(op.FOLD_MIN_M, op.DEQUANT_GEMM_MIN_M)
     assert op.fold_side(big, 28672, 8192, None, q(7), True, True) == "out"
     assert op.fold_side(big - 1, 28672, 8192, None, q(7), False, True) is None
-    assert op.fold_side(big, 8192, 28672, q(7), None, True, True) is None     # input side: not by default
+    assert op.fold_side(big, 8192, 28672, q(28), None, True, True) == "in"    # the input side's Q
+    assert op.fold_side(big, 28672, 28672, q(28), q(28), True, True) == "out"  # both: the wider, else out
     assert op.fold_side(big, 11008, 4096, None, q(43), False, True) is None   # m > 32: Triton's fold
-    assert op.fold_side(10**4, 11008, 4096, None, q(43), True, True) == "hadamard_in"  # so T_in (m = 1) instead
+    assert op.fold_side(2 * 10**4, 11008, 4096, None, q(43), True, True) == "hadamard_in"  # so T_in (m = 1) instead
     assert op.fold_side(big, 14336, 11008, q(43), q(7), True, True) == "out"
     assert op.fold_side(big, 14336, 4096, None, q(7), False, False) is None   # no transform
-    assert op.fold_side(10**4, 14336, 4096, None, q(7), True, False) == "hadamard_in"  # no output transform
+    assert op.fold_side(2 * 10**4, 14336, 4096, None, q(7), True, False) == "hadamard_in"  # no output transform
     # the whole of T_in where no Q is folded, T_in has m = 1, the weight has at most
     # FOLD_HADAMARD_N_PER_ROW rows per row of x, and the CUDA kernel is there
     r = op.FOLD_HADAMARD_N_PER_ROW
@@ -394,7 +395,7 @@ def test_prefill_fold_rule_defaults():
     assert op.fold_side(hb, 8192, 4096, None, None, True, True) == "hadamard_in"
     assert op.fold_side(big, 28672, 8192, None, q(7), True, True) == "out"     # the Q fold first
     assert op.fold_side(big - 1, 28672, 8192, None, q(7), True, True) is None  # 28672 rows: too many
-    assert op.fold_side(10**4, 28672, 8192, None, None, True, True) == "hadamard_in"
+    assert op.fold_side(-(-28672 // r), 28672, 8192, None, None, True, True) == "hadamard_in"
     assert op.fold_side(10**4, 64, 128, None, None, True, True) is None        # K < 256
 
 

@@ -18,7 +18,7 @@ import bench  # noqa: E402
 import rig  # noqa: E402
 
 
-def parts(N: int, K: int, M: int, dtype=torch.bfloat16, profile: bool = False) -> dict:
+def parts(N: int, K: int, M: int, dtype=torch.bfloat16, profile: bool = False, signs_cost: bool = False) -> dict:
     import importlib
 
     import quipkern
@@ -50,6 +50,9 @@ def parts(N: int, K: int, M: int, dtype=torch.bfloat16, profile: bool = False) -
         s_in = random_signs(pk.padded, seed=2).cuda()
         out["dequantize hadamard_in"] = rig.time_graph(
             lambda p, s: quipkern.dequantize_2bit(p, s, None, dtype, None, None, True, s_in), sets)
+        if signs_cost:  # what the sign vector costs the folding kernel
+            out["dequantize hadamard_in, no signs"] = rig.time_graph(
+                lambda p, s: quipkern.dequantize_2bit(p, s, None, dtype, None, None, True, None), sets)
     qs = {side: plan.spec.q_matrix() for side, plan in (("in", pk), ("out", pn))}
     qs = {k: None if v is None else v.cuda() for k, v in qs.items()}
     side = op.fold_side(1 << 30, pn.padded, pk.padded, qs["in"], qs["out"], True, True)
@@ -69,6 +72,9 @@ def parts(N: int, K: int, M: int, dtype=torch.bfloat16, profile: bool = False) -
         xs = [(torch.randn(M, width, device="cuda", dtype=dtype),) for _ in range(rig.rotations(2 * M * width, 1))]
         out[f"{side} rht {width}"] = rig.time_graph(
             lambda a: quipkern.rht(a, q, s, None, 1.0, side == "T_out"), xs)
+        if signs_cost:
+            out[f"{side} rht {width}, no signs"] = rig.time_graph(
+                lambda a: quipkern.rht(a, q, None, None, 1.0, side == "T_out"), xs)
         if q is not None:  # Q = I_m, as after folding
             out[f"{side} rht {width} Q=I"] = rig.time_graph(
                 lambda a: backend.dispatch("rht", "cuda", a, q.shape[0], s, None, 1.0, side == "T_out", width,
@@ -81,10 +87,11 @@ def main(argv=None):
     ap.add_argument("--shapes", default="8192x8192")
     ap.add_argument("--m", type=int, default=4096)
     ap.add_argument("--profile", action="store_true", help="also list the whole call's kernels (torch.profiler)")
+    ap.add_argument("--signs-cost", action="store_true", help="also time the transforms without their sign vectors")
     a = ap.parse_args(argv)
     for shape in a.shapes.split(","):
         N, K = map(int, shape.split("x"))
-        res = parts(N, K, a.m, profile=a.profile)
+        res = parts(N, K, a.m, profile=a.profile, signs_cost=a.signs_cost)
         summed = sum(v for k, v in res.items() if k in ("dequantize",) or k.endswith(f"rht {K}") or k.endswith(f"rht {N}"))
         print(f"== {N}x{K} M={a.m}: " + ", ".join(f"{k} {v * 1e6:.1f}" for k, v in res.items())
               + f"; dequantize + mm + transforms {(summed + res['mm out=']) * 1e6:.1f} µs", flush=True)

@@ -107,10 +107,18 @@ GEMV_FIXED_X_MAX_M = 1
 # ~0.05 µs a row at width 28672 (0.024 at 14336) and the CUDA folding dequantize adds
 # 40-120 µs to the plain one's 200 (40 to 54 at 14336 x 4096), so the fold breaks even
 # near 2300 (1700) rows; measured, it lost at M = 512, was mixed at 2048 and won at 4096.
-# Only the output side by default (FOLD_SIDES): folding the input side did not pay at
-# 8192 x 28672 (whole layer slower in 3 of 4 runs, though its parts summed less; unexplained,
-# perhaps cuBLAS on the folded weight's full-mantissa values), and only factors the CUDA
-# kernel folds (m <= FOLD_MAX_M; Triton's fold costs about twice the plain dequantize).
+# Only factors the CUDA kernel folds (m <= FOLD_MAX_M; Triton's fold costs about twice
+# the plain dequantize).
+#
+# Every fold also costs cuBLAS time: the GEMM at these sizes is held by the GPU's power
+# limit, and its speed depends on the bits it multiplies.  F.linear at 8192², M = 4096
+# (H100, session 17, alternating rounds): random bf16 weights 805 µs, the plain dequantized
+# weight (four levels a group) 774, the same weight with T_in folded (full mantissas) 810,
+# zeros 656.  So a fold gives back the ~4 % that the plain 2-bit weight saves in the GEMM,
+# and only measurements of the whole layer decide (benchmarks/probe/fold_ab.py, which
+# times the rules in alternation): folding the input side of 8192 x 28672 (Q_in, m = 28)
+# won in two such runs, 3323 -> 3242 and 3338 -> 3271 µs, after a session-16 series timed
+# in sequence had it losing.
 FOLD_MIN_M = int(os.environ.get("QUIPKERN_FOLD_MIN_M", "3072"))
 # Where no Q is folded and T_in is a pure Hadamard transform (K = 2^k, m = 1), the whole of
 # T_in·S_in can go into the weight instead ("hadamard_in": dequantize_2bit's hadamard_in,
@@ -118,13 +126,15 @@ FOLD_MIN_M = int(os.environ.get("QUIPKERN_FOLD_MIN_M", "3072"))
 # the way out): y = S_out·T_outᵀ·[Ŵ·T_in·S_in]·x, and x is not transformed at all.  It
 # trades the transform of x's M rows for that of the weight's N rows, at about a third of
 # the cost a row because it rides on the dequantize's write, which this path pays anyway
-# (H100, M = 4096: the folding dequantize 100 µs against the plain 61 at 8192², 32 against
-# 19 at 4096², while T_in took 66 and 37; whole layer 1012 -> 965 and 288 -> 260 µs;
-# BENCHMARKS.md, session 17).  So it folds where rows · FOLD_HADAMARD_N_PER_ROW >= N
-# (QUIPKERN_FOLD_HADAMARD_N_PER_ROW), and only where the CUDA kernel folds it (Triton's two
-# passes would cost more than the transform of x they save).
-FOLD_HADAMARD_N_PER_ROW = int(os.environ.get("QUIPKERN_FOLD_HADAMARD_N_PER_ROW", "3"))
-FOLD_SIDES = ("out", "hadamard_in")
+# (H100, M = 4096: the folding dequantize 100 µs against the plain 61 at 8192², 30 against
+# 19 at 4096², while T_in took 66 and 37), plus the GEMM's ~4 % above.  Whole layer,
+# alternating rounds (session 17): 4096² M = 2048 152 -> 144 µs, M = 4096 281 -> 263;
+# 8192² M = 8192 1919 -> 1825; 8192² M = 4096 mixed (956 -> 995 in alternation on one
+# machine, 1012 -> 965 and 1033 -> 962 in sequence on others).  So it folds where
+# rows · FOLD_HADAMARD_N_PER_ROW >= N (QUIPKERN_FOLD_HADAMARD_N_PER_ROW), and only where
+# the CUDA kernel folds it (Triton's two passes would cost more than they save).
+FOLD_HADAMARD_N_PER_ROW = int(os.environ.get("QUIPKERN_FOLD_HADAMARD_N_PER_ROW", "2"))
+FOLD_SIDES = ("out", "in", "hadamard_in")
 FOLD_MAX_M = 32
 
 
