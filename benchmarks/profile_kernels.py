@@ -50,9 +50,17 @@ def rht(n, M, calls, dtype=torch.bfloat16):
     torch.cuda.synchronize()
 
 
+def hadamard(N, K, calls, dtype=torch.bfloat16):
+    """dequantize_2bit with hadamard_in: the rht's main kernel reading 2-bit rows."""
+    s = random_signs(K, seed=1).cuda()
+    for packed, scales in weight_sets(N, K, calls):
+        quipkern.dequantize_2bit(packed, scales, None, dtype, None, None, True, s)
+    torch.cuda.synchronize()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--what", default="gemv,rht")  # gemv, base3, rht
+    ap.add_argument("--what", default="gemv,rht")  # gemv, base3, rht, hadamard
     ap.add_argument("--shapes", default="8192x8192")
     ap.add_argument("--widths", default="11008,28672")
     ap.add_argument("--m", type=int, default=1)
@@ -67,6 +75,10 @@ def main():
             for s in a.shapes.split(","):
                 N, K = map(int, s.split("x"))
                 base3(N, K, a.m, a.calls)
+        elif what == "hadamard":
+            for s in a.shapes.split(","):
+                N, K = map(int, s.split("x"))
+                hadamard(N, K, a.calls)
         elif what == "rht":
             for n in a.widths.split(","):
                 rht(int(n), a.m, a.calls)
