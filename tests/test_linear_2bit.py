@@ -296,6 +296,27 @@ def test_dequantize_fold_is_checked():
         quipkern.dequantize_2bit(packed, scales, None, torch.float32, None, torch.eye(4, dtype=torch.float16))
 
 
+def _prefill_case(N, K, packed, scales, zeros, tin, tout, M, dtype, device):
+    """Transforms, the op's arguments (random x and bias) and the float64 reference."""
+    kw = transforms(N, K, tin, tout, device)
+    bias = torch.randn(N, device=device).to(dtype)
+    x = torch.randn(M, K, device=device).to(dtype)
+    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
+            kw.get("signs_out"), tin, tout)
+    return kw, args, linear_2bit_ref(x.double(), packed, scales, zeros, bias.double(), *args[5:])
+
+
+def _check_prefill(name, args, ref, N, dtype, what):
+    """Backend `name` writes all of a poisoned out, within the layer tolerance."""
+    x = args[0]
+    out = poison_like(torch.empty(x.shape[0], N, device=x.device, dtype=dtype))
+    with quipkern.use_backend(name):
+        res = backend.implementation("linear_2bit", name)(*args, out=out)
+    assert res is out
+    err = rel_err(out, ref)
+    assert err < LAYER_TOL[dtype], f"{what}: rel err {err:.3g}"
+
+
 # The prefill path folds one transform's Q into the dequantized weight (ops/linear_2bit.py):
 # (N, K, group size, asymmetric, transform_in, transform_out, the side it must fold)
 PREFILL_FOLD_CPU = [(96, 384, 64, False, True, True, "in"), (86, 256, "row", True, True, True, "out"),
@@ -315,23 +336,13 @@ def test_prefill_folds_q_into_the_weight(name, device, M, dtype, case, monkeypat
     op = importlib.import_module("quipkern.ops.linear_2bit")  # the module (the package exports the op)
     N, K, g, asym, tin, tout, side = case
     (packed, scales, zeros), _ = two_bit_case(N, K, K if g == "row" else g, asym, device)
-    kw = transforms(N, K, tin, tout, device)
-    bias = torch.randn(N, device=device).to(dtype)
-    x = torch.randn(M, K, device=device).to(dtype)
-    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
-            kw.get("signs_out"), tin, tout)
-    ref = linear_2bit_ref(x.double(), packed, scales, zeros, bias.double(), *args[5:])
+    kw, args, ref = _prefill_case(N, K, packed, scales, zeros, tin, tout, M, dtype, device)
     monkeypatch.setattr(op, "FOLD_SIDES", ("in", "out"))  # every fold the kernels can do
     monkeypatch.setattr(op, "FOLD_MAX_M", 64)
     for fold_min_m, expect in ((M, side), (M + 1, None)):  # folded, then not
         monkeypatch.setattr(op, "FOLD_MIN_M", fold_min_m)
         assert op.fold_side(M, N, K, kw.get("q_in"), kw.get("q_out"), tin, tout) == expect
-        out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
-        with quipkern.use_backend(name):
-            res = backend.implementation("linear_2bit", name)(*args, out=out)
-        assert res is out
-        err = rel_err(out, ref)
-        assert err < LAYER_TOL[dtype], f"{case} M={M} {dtype} fold_min_m={fold_min_m}: rel err {err:.3g}"
+        _check_prefill(name, args, ref, N, dtype, f"{case} M={M} {dtype} fold_min_m={fold_min_m}")
 
 
 # (N, K, group size, asymmetric, transform_out): the prefill path folds all of T_in (K = 2^k)
@@ -347,24 +358,14 @@ def test_prefill_folds_hadamard_in(name, device, M, dtype, case, monkeypatch):
     op = importlib.import_module("quipkern.ops.linear_2bit")
     N, K, g, asym, tout = case
     (packed, scales, zeros), _ = two_bit_case(N, K, K if g == "row" else g, asym, device)
-    kw = transforms(N, K, True, tout, device)
-    bias = torch.randn(N, device=device).to(dtype)
-    x = torch.randn(M, K, device=device).to(dtype)
-    args = (x, packed, scales, zeros, bias, kw.get("q_in"), kw.get("signs_in"), kw.get("q_out"),
-            kw.get("signs_out"), True, tout)
-    ref = linear_2bit_ref(x.double(), packed, scales, zeros, bias.double(), *args[5:])
+    kw, args, ref = _prefill_case(N, K, packed, scales, zeros, True, tout, M, dtype, device)
     rule = op.fold_side
     monkeypatch.setattr(op, "fold_side", lambda *a: rule(*a[:7], True))  # as if the CUDA kernel were here
     monkeypatch.setattr(op, "FOLD_MIN_M", 10**9)  # no Q fold
     for per_row, expect in ((-(-N // M), "hadamard_in"), ((N - 1) // M, None)):  # M · per_row >= N, then not
         monkeypatch.setattr(op, "FOLD_HADAMARD_N_PER_ROW", per_row)
         assert op.fold_side(M, N, K, kw.get("q_in"), kw.get("q_out"), True, tout) == expect
-        out = poison_like(torch.empty(M, N, device=device, dtype=dtype))
-        with quipkern.use_backend(name):
-            res = backend.implementation("linear_2bit", name)(*args, out=out)
-        assert res is out
-        err = rel_err(out, ref)
-        assert err < LAYER_TOL[dtype], f"{case} M={M} {dtype} per_row={per_row}: rel err {err:.3g}"
+        _check_prefill(name, args, ref, N, dtype, f"{case} M={M} {dtype} per_row={per_row}")
 
 
 def test_prefill_fold_rule_defaults():
