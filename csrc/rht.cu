@@ -657,6 +657,7 @@ __global__ void __launch_bounds__(kChunks ? chunk_block_threads<kLogP>() : 1024)
     // 32 codes (two words) and their group's scale and zero: g >= 64 holds all 32
     if (active) {
       const int c0 = col0 + kMainValues * t;
+      // __ldg: weights do not change between calls (x, which a kernel before writes, does)
       const uint2 w = __ldg(reinterpret_cast<const uint2*>(src.packed + row * src.words + (c0 >> 4)));
       const int64_t gi = row * src.groups + (c0 >> src.log2_group);
       const float s = __half2float(__ushort_as_half(__ldg(src.scales + gi)));
