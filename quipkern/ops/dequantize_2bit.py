@@ -27,7 +27,11 @@ from ..formats.signs import signs_nbytes
 from ..reference.rht import compute_dtype, fold_hadamard, fold_q, order
 from . import backend
 
-__all__ = ["dequantize_2bit"]
+__all__ = ["dequantize_2bit", "CUDA_HADAMARD_K"]
+
+# The widths K (powers of two) whose hadamard_in the CUDA kernel folds
+# (dequantize_2bit_hadamard_launch in csrc/rht.cu); the layer's fold rule asks the same.
+CUDA_HADAMARD_K = (256, 32768)
 
 
 def _check(packed, scales, zeros, dtype, q_out, q_in, hadamard_in, signs_in, check_data):
@@ -117,8 +121,9 @@ if _ext.AVAILABLE:
             K = packed.shape[1] * 16
             if q_out is not None or q_in is not None:
                 return "the CUDA kernel folds hadamard_in alone (a width K = 2^k, no q_in, no q_out)"
-            if not 256 <= K <= 32768:
-                return f"the CUDA kernel folds hadamard_in for 256 <= K <= 32768, got K = {K}"
+            lo, hi = CUDA_HADAMARD_K
+            if not lo <= K <= hi:
+                return f"the CUDA kernel folds hadamard_in for {lo} <= K <= {hi}, got K = {K}"
             if dtype not in (torch.float16, torch.bfloat16):
                 return f"the CUDA kernel folds hadamard_in into float16 or bfloat16, not {dtype}"
             if packed.data_ptr() % 8 or (signs_in is not None and signs_in.data_ptr() % 4):

@@ -25,7 +25,7 @@ from .. import triton as _triton
 from ..formats.two_bit import check_2bit_weight
 from ..reference import linear_2bit as _reference
 from . import backend
-from .dequantize_2bit import dequantize_2bit
+from .dequantize_2bit import CUDA_HADAMARD_K, dequantize_2bit
 from .transformed_linear import check_layer_args, check_x, composed_forward, dense_matmul, register_linear_autograd
 
 __all__ = ["linear_2bit"]
@@ -179,7 +179,7 @@ def fold_side(rows, N, K, q_in, q_out, transform_in, transform_out, cuda_fold=Tr
     if sides:
         return max(sides)[2]
     if ("hadamard_in" in FOLD_SIDES and cuda_fold and rows * FOLD_HADAMARD_N_PER_ROW >= N and transform_in
-            and q_in is None and 256 <= K <= 32768):
+            and q_in is None and CUDA_HADAMARD_K[0] <= K <= CUDA_HADAMARD_K[1]):
         return "hadamard_in"
     return None
 
