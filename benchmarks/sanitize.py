@@ -48,10 +48,11 @@ for impl in IMPLS:
     if impl not in backend.available("linear_2bit"):
         continue
     fn = backend.implementation("linear_2bit", impl)
-    # N >= 8192 takes the GEMV's two-row-tile variant; M * K * 2 <= 32 KB its shared-memory x
+    # N >= 8192 takes the GEMV's two-row-tile variant; M * K * 2 <= 32 KB its shared-memory x;
+    # one scale a row at N = 13001-16001: persistent blocks of several row tiles
     for N, K, M, g, asym in ((40, 192, 1, 64, False), (300, 384, 5, 128, True), (1000, 1024, 16, 1024, False),
                              (33, 256, 3, 256, True), (8200, 1024, 1, 128, False), (8200, 1024, 3, 64, True),
-                             (8200, 1024, 9, 128, False)):
+                             (8200, 1024, 9, 128, False), (16001, 512, 1, 512, True), (13001, 1024, 1, 1024, False)):
         packed = torch.randint(-2**31, 2**31 - 1, (N, K // 16), dtype=torch.int32, device="cuda")
         scales = torch.rand(N, K // g, device="cuda").half()
         zeros = torch.rand(N, K // g, device="cuda").half() if asym else None
@@ -141,7 +142,8 @@ if "cuda" in IMPLS and "cuda" in backend.available("matmul_ternary_int8"):
                                                    torch.randn(N, device="cuda").to(out.dtype))
     # the one-kernel A8 step (kA8): both tile variants, a strided x, per-row and per-tensor
     # scales, the ternary layer's fp32 row scales on the 2-bit GEMV
-    for N, K, M, per_row in ((37, 64, 1, True), (8200, 1024, 3, False), (300, 2048, 8, True), (20, 320, 5, False)):
+    for N, K, M, per_row in ((37, 64, 1, True), (8200, 1024, 3, False), (300, 2048, 8, True), (20, 320, 5, False),
+                             (20011, 512, 2, True)):  # the last: persistent blocks
         packed = pack_ternary_2bit(torch.randint(-1, 2, (N, K))).cuda()
         x = torch.randn(M, K + 64, device="cuda", dtype=torch.bfloat16)[:, :K]
         scale = torch.rand(N if per_row else 1, device="cuda")

@@ -15,7 +15,9 @@
 // Work split.  A block owns 16·kTiles output rows and all of K; its 8 warps take chunks
 // of 4 "units" of K (a unit = 64 columns = 4 words per row) round-robin and reduce
 // through shared memory at the end.  With kTiles = 2 (N >= 8192) a warp multiplies two
-// m16 row tiles with the same x fragments and one correction mma.
+// m16 row tiles with the same x fragments and one correction mma.  The fixed-point
+// kernel's per-row modes may run persistent blocks, each taking several row tiles with x
+// prepared once (gemv_2bit_x16_kernel, kPersistWaves* for where).
 //
 // Pipeline.  Each warp has its own ring of kStages chunk buffers in shared memory,
 // filled by 16-byte cp.async copies (whole 32-byte sectors, kStages - 1 chunks in flight
@@ -48,6 +50,8 @@
 // rows 8-15) gives sum(M·x) and sum(x) of the same k-slots, and a group's value is
 // s · (sum((M + c)·x) − sum(M·x) − z · sum(x)), z = 1.5 on the symmetric grid.
 
+#include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -202,9 +206,13 @@ struct Ring {
         chunks((p.K / 64 + kUnits - 1) / kUnits), units(p.K / 64) {
     const int r = lane / kUnits;
     dst0 = 4 * (r * kRowWords + 4 * (unit ^ ((r >> 1) & 3)));
+    aim(p, row0, lane);
+  }
+  // The rows the copies read: the row tile starting at row0.
+  __device__ __forceinline__ void aim(const GemvParams& p, int row0, int lane) {
 #pragma unroll
     for (int q = 0; q < kPieces; ++q)
-      src_row[q] = p.packed + int64_t(min(row0 + r + 8 * q, p.N - 1)) * (p.K / 16) + 4 * unit;
+      src_row[q] = p.packed + int64_t(min(row0 + lane / kUnits + 8 * q, p.N - 1)) * (p.K / 16) + 4 * unit;
   }
   // Lane (g, t) reads word t of unit j in rows g + 8k: at (lane_word(g, t) ^ 4j) + 8k·kRowWords
   // ((g + 8k) >> 1 & 3 is g >> 1 & 3, and the XOR touches only the unit bits).
@@ -639,11 +647,11 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
   extern __shared__ __align__(16) uint32_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * kRows;
+  int row0 = blockIdx.x * kRows;
   const int units = p.K / 64, G = groups_per_row(p.K, kGroup), S = x16_sums(p.K, kGroup);
   const int chunks = (units + kUnits - 1) / kUnits;
   const uint32_t* ring = smem + warp * (kStages * kRows * kRowWords);
-  const Ring<kTiles> copies(ring, lane, warp, p, row0);
+  Ring<kTiles> copies(ring, lane, warp, p, row0);
   const int lw = Ring<kTiles>::lane_word(g, t);
   uint16_t* ssc = reinterpret_cast<uint16_t*>(smem + ring_words(kTiles));
   uint16_t* szr = ssc + kRows * G;
@@ -883,66 +891,117 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         }
     }
   };
-  if constexpr (kIntX) {
-    main_loop(std::false_type{});
-  } else {
-    if (paired)
-      main_loop(std::true_type{});
-    else
+  // Persistent blocks (the per-row modes with x staged; launch_gemv cuts their grid to one
+  // wave): a block takes row tiles blockIdx.x, + gridDim.x, ... with x prepared once.  At a
+  // tile's end each warp starts the next tile's first two chunks (stages 0 and 1) before the
+  // reduction and the epilogue, which then use stage 2 of every warp's ring (free until
+  // the next tile's first iteration, after the barrier below).  The main loop is the
+  // one-tile kernel's: nothing of this is live across it (more registers there made the
+  // compiler recompute addresses in the loop: +44 % instructions a chunk, session 18).
+  constexpr bool kPersist = !kGrouped && !kInt8;
+  const int ntiles = (p.N + kRows - 1) / kRows;
+  for (int tile_id = blockIdx.x;;) {
+    if constexpr (kIntX) {
       main_loop(std::false_type{});
-  }
-  pdl_launch_dependents();
-  cp_async_wait<0>();
-
-  __syncthreads();  // reduce the warps' partial sums (in the rings' space, now free)
-  float(*red)[kNT][kTiles][4][32] = reinterpret_cast<float(*)[kNT][kTiles][4][32]>(smem);
-  static_assert(kWarps * kNT * kTiles * 4 * 32 <= ring_words(kTiles), "the reduction reuses the rings");
-#pragma unroll
-  for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-    for (int tile = 0; tile < kTiles; ++tile)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) red[warp][nt][tile][e][lane] = acc[nt][tile][e];
-  __syncthreads();
-  if (warp >= kNT * kTiles) return;  // warp nt·kTiles + tile writes that tile's rows for that n8 tile of x
-  const int tile = warp % kTiles, nt = warp / kTiles;
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    float v = 0.f;
-    int vi = 0;  // kIntX
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      if constexpr (kIntX) vi += __float_as_int(red[w][nt][tile][e][lane]);
-      else v += red[w][nt][tile][e][lane];
-    }
-    if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
-    const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
-    if (row >= p.N || b >= p.M) continue;
-    if constexpr (kInt8 && std::is_same<TY, int32_t>::value) {  // |Σc·q| <= 3·127·K < 2^31 (K <= 2^22)
-      static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
-    } else if constexpr (kIntX) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
-      const float sb = kA8 ? __int_as_float(ex[b]) : load_cg(p.act_scales + b);
-      float r = (float(vi - sx[b]) * sb) * row_scale(p, row);
-      if (p.bias != nullptr) r += to_float(load_cg(static_cast<const TY*>(p.bias) + row));
-      static_cast<TY*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<TY>(r);
     } else {
-    const int eb = ex[b];
-    if (!kGrouped) {
-      const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
-      v = (v - z * float(sx[b])) * row_scale(p, row);
+      if (paired)
+        main_loop(std::true_type{});
+      else
+        main_loop(std::false_type{});
     }
-    v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
-    if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
-    static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+    const int next = tile_id + gridDim.x;
+    const bool more = kPersist && next < ntiles;
+    if (!more) pdl_launch_dependents();
+    cp_async_wait<0>();  // only empty groups are pending here
+    if (more) {
+      copies.aim(p, next * kRows, lane);
+#pragma unroll
+      for (int i = 0; i < kStages - 1; ++i) copies.issue(i);
     }
+
+    // reduce the warps' partial sums: one tile, in the rings' space (free now); persistent,
+    // in stage 2 of each warp's ring
+    constexpr int kRed = kNT * kTiles * 4 * 32;
+    constexpr int kRedStride = kPersist ? kStages * kRows * kRowWords : kRed;
+    static_assert(kWarps * kRed <= ring_words(kTiles) && kRed <= kRows * kRowWords, "the reduction reuses the rings");
+    static_assert(kStages == 3, "persistent blocks reduce in stage 2");
+    float* red = reinterpret_cast<float*>(smem) + (kPersist ? 2 * kRows * kRowWords : 0);
+    if constexpr (!kPersist) __syncthreads();  // every warp is done with the rings
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) red[warp * kRedStride + ((nt * kTiles + tile) * 4 + e) * 32 + lane] = acc[nt][tile][e];
+    __syncthreads();
+    if (warp < kNT * kTiles) {  // warp nt·kTiles + tile writes that tile's rows for that n8 tile of x
+    const int tile = warp % kTiles, nt = warp / kTiles;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float v = 0.f;
+      int vi = 0;  // kIntX
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float r = red[w * kRedStride + ((nt * kTiles + tile) * 4 + e) * 32 + lane];
+        if constexpr (kIntX) vi += __float_as_int(r);
+        else v += r;
+      }
+      if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
+      const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
+      if (row >= p.N || b >= p.M) continue;
+      if constexpr (kInt8 && std::is_same<TY, int32_t>::value) {  // |Σc·q| <= 3·127·K < 2^31 (K <= 2^22)
+        static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
+      } else if constexpr (kIntX) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
+        const float sb = kA8 ? __int_as_float(ex[b]) : load_cg(p.act_scales + b);
+        float r = (float(vi - sx[b]) * sb) * row_scale(p, row);
+        if (p.bias != nullptr) r += to_float(load_cg(static_cast<const TY*>(p.bias) + row));
+        static_cast<TY*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<TY>(r);
+      } else {
+        const int eb = ex[b];
+        if (!kGrouped) {
+          const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
+          v = (v - z * float(sx[b])) * row_scale(p, row);
+        }
+        v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
+        if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
+        static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+      }
+    }
+    }
+    if (!more) break;
+    __syncthreads();  // the reduction is read before stage 2 is refilled
+    tile_id = next;
+    row0 = next * kRows;
   }
+}
+
+// Where persistent blocks pay (H100, session 18, M = 1, one scale a row; µs with / without).
+// The fixed-point GEMV's prologue is cheap, so the gain is the second, partial wave it
+// saves, and past two waves the static split of tiles (3 for some blocks, 2 for others)
+// costs more than that: 14336×4096 (1.13 waves) 12.8 / 13.4, 28672×8192 (2.26) 29.8 / 29.0.
+// The W1.58A8 step quantizes all of x in every block: 14.9 -> 12.7 and 33.0 -> 29.6.
+constexpr int kPersistWavesFixedX = 2;
+constexpr int kPersistWavesA8 = 1 << 20;
+
+// Whether persistent instances get a grid of at most one wave (QUIPKERN_GEMV_PERSISTENT=0
+// in the environment: one block a tile, e.g. to measure what it gains; read once).
+inline bool persistent_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("QUIPKERN_GEMV_PERSISTENT");
+    return !(e != nullptr && e[0] == '0');
+  }();
+  return on;
 }
 
 // One launch of a GEMV kernel instance with `smem` bytes of shared memory.  xs: the
 // instance copies x to shared memory with cp.async after pdl_wait (only those may be
-// PDL-launched; the others read x with __ldg, see load_x).
+// PDL-launched; the others read x with __ldg, see load_x).  persist_waves: the instance
+// loops over row tiles (gemv_2bit_x16_kernel's kPersist), and its grid is cut to the
+// blocks that the GPU holds at once where it has fewer than persist_waves times that many
+// tiles (0: never).
 template <auto kKernel>
-Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStream_t stream) {
+Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStream_t stream,
+                   int persist_waves = 0) {
   // Above 48 KB the kernel needs the attribute, set once per device and size (a host call
   // on every launch would cost more than the kernel at M = 1 in eager mode).
   static int allowed[64] = {};  // per device: the largest size set so far
@@ -960,7 +1019,19 @@ Status launch_gemv(const GemvParams& p, size_t smem, int tiles, bool xs, cudaStr
   // SMs and one on others, and those SMs set the time (H100, session 6: 8192×28672 38.8 ->
   // 44.6 µs, while 8192², 4096², 14336×4096 and 28672×8192 gained ~2 µs each).
   const bool pdl = p.pdl && xs && (p.K < 16384 || blocks > 2 * sm_count(dev));
-  const cudaError_t e = launch_on(dev, pdl, kKernel, dim3(blocks), dim3(kWarps * 32), smem, stream, p);
+  int grid = blocks;
+  if (persist_waves > 0 && persistent_enabled()) {
+    static int known_smem[64] = {}, known_blocks[64] = {};  // per device: blocks an SM at that size
+    if (known_smem[dev] != int(smem)) {
+      int n = 0;
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kKernel, kWarps * 32, smem) != cudaSuccess) n = 0;
+      known_blocks[dev] = n;
+      known_smem[dev] = int(smem);
+    }
+    const int slots = known_blocks[dev] * sm_count(dev);
+    if (slots > 0 && blocks < int64_t(persist_waves) * slots) grid = std::min(blocks, slots);
+  }
+  const cudaError_t e = launch_on(dev, pdl, kKernel, dim3(grid), dim3(kWarps * 32), smem, stream, p);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kCudaError;
 }
 
@@ -969,7 +1040,8 @@ Status launch_kernel(const GemvParams& p, cudaStream_t stream) {
   if constexpr (kXs) {
     if (p.fixed_x)
       return launch_gemv<gemv_2bit_x16_kernel<T, kAsym, kGroup, kTiles>>(
-          p, gemv_x16_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream);
+          p, gemv_x16_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles), kTiles, true, stream,
+          kGroup == 0 ? kPersistWavesFixedX : 0);
   }
   return launch_gemv<gemv_2bit_kernel<T, NT, kAsym, kGroup, kTiles, kXs>>(
       p, gemv_smem_bytes(p.M, p.K, kGroup, kAsym, kTiles, kXs), kTiles, kXs, stream);
@@ -1024,9 +1096,9 @@ Status launch_integer(const GemvParams& p, cudaStream_t stream) {
   const int staged = kInt8 ? 0 : p.M;
   if (two_row_tiles(p.N))
     return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 2, kA8, kNT, TY>>(
-        p, gemv_x16_smem_bytes(staged, p.K, 0, false, 2, kNT), 2, !kInt8, stream);
+        p, gemv_x16_smem_bytes(staged, p.K, 0, false, 2, kNT), 2, !kInt8, stream, kInt8 ? 0 : kPersistWavesA8);
   return launch_gemv<gemv_2bit_x16_kernel<T, false, 0, 1, kA8, kNT, TY>>(
-      p, gemv_x16_smem_bytes(staged, p.K, 0, false, 1, kNT), 1, !kInt8, stream);
+      p, gemv_x16_smem_bytes(staged, p.K, 0, false, 1, kNT), 1, !kInt8, stream, kInt8 ? 0 : kPersistWavesA8);
 }
 
 // The int8 GEMV with y of type TY: up to 8 rows are one n8 tile of the mma, 9-16 two.

@@ -425,12 +425,19 @@ def test_cuda_gemv_takes_misaligned_group_scales(asym):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M,N,K,g,asym", [(1, 8200, 8192, 128, False), (1, 77, 16384, 64, True), (3, 300, 1024, "row", False),
                                           (8, 4099, 2048, "row", True), (5, 8192, 256, 128, True), (2, 33, 64, 64, False),
-                                          (4, 1000, 4096, 128, True), (4, 8200, 1024, "row", False)])
+                                          (4, 1000, 4096, 128, True), (4, 8200, 1024, "row", False),
+                                          # per-row, more row tiles than the GPU holds at once:
+                                          # persistent blocks below two waves (at K = 512 six of
+                                          # the eight warps have no chunk), one block a tile above
+                                          (1, 20011, 512, "row", True), (3, 16001, 1024, "row", False),
+                                          (8, 13001, 4096, "row", True), (1, 14336, 4096, "row", False),
+                                          (2, 40001, 512, "row", False)])
 def test_cuda_gemv_fixed_point_x(fixed_x, dtype, M, N, K, g, asym):
     """The decode kernel at M <= 8 with x in shared memory, in both modes (15-bit fixed-point x
     on int8 tensor cores: paired planes at M <= 4, split at 5..8; and x as it is): against float64, rows of very different ranges
     (the fixed point is per row), an all-zero row, and a row with a NaN or an infinity, whose
-    outputs must be NaN (and only that row's)."""
+    outputs must be NaN (and only that row's).  Per-row N of 13001-20011 runs persistent
+    blocks that take several row tiles each (csrc/linear_2bit.cu)."""
     from quipkern import _ext
     if not _ext.AVAILABLE:
         pytest.skip("the CUDA extension is not built")

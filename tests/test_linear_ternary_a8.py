@@ -334,7 +334,7 @@ def test_cuda_int8_gemv_epilogue_is_scale_rows_cols(M, N, K, dtype):
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a GPU")
 @pytest.mark.parametrize("M,N,K", [(1, 8200, 8192), (1, 77, 16384), (2, 4099, 8192), (3, 300, 1024), (8, 4099, 2048),
-                                   (5, 33, 64)])
+                                   (5, 33, 64), (1, 30011, 1024), (4, 14336, 4096)])  # the last two: persistent blocks
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_fused_a8_gemv_is_the_three_kernels(M, N, K, dtype):
     """The one-kernel decode step (_ternary_a8_gemv_cuda) writes exactly what Triton's

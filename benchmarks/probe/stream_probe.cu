@@ -152,12 +152,15 @@ double check_one(int N, int K, int M, int group, bool asym, unsigned seed) {
 bool check_all() {
   bool ok = true;
   // N = 1000: a partial last block; N = 8200, K = 1024: the wide-N path (two row tiles a
-  // warp in v9) with a partial last block
-  const int shapes[2][2] = {{1000, 4096}, {8200, 1024}};
+  // warp in v9) with a partial last block; N = 16001 and 20011 (M <= 3 only): more row
+  // tiles than fit the GPU at once (persistent blocks in the per-row fixed-point mode; at
+  // K = 512 six of the eight warps have no chunk)
+  const int shapes[4][2] = {{1000, 4096}, {8200, 1024}, {16001, 1024}, {20011, 512}};
   for (const auto& nk : shapes)
     for (int M : {1, 3, 8, 16})
       for (int v = 0; v < 4; ++v) {
         const int N = nk[0], K = nk[1];
+        if (N > 10000 && M > 3) continue;
         const int group = v == 0 ? 128 : v == 1 ? 64 : K;
         const bool asym = v == 1 || v == 2;
         const double e16 = check_one<__half>(N, K, M, group, asym, 11 * M + v + N);
@@ -247,14 +250,16 @@ int main() {
              }, iters));
     }
     for (int M : Ms)
-      for (int fixed : fixed_modes) {
+      for (int fixed : fixed_modes)
+      for (int group : {128, K}) {  // group scales, or one scale a row (the ternary-2bit layout's mode)
         char name[64];
-        snprintf(name, sizeof name, "gemv bf16 g128 M=%d%s", M, fixed_modes.size() > 1 ? (fixed ? " fixed" : " float") : "");
+        snprintf(name, sizeof name, "gemv bf16 %s M=%d%s", group == K ? "row " : "g128", M,
+                 fixed_modes.size() > 1 ? (fixed ? " fixed" : " float") : "");
         report(name, time_us([&](int i) {
                  quipkern::Linear2bitParams p;
                  p.x = x; p.x_row_stride = K; p.y = y; p.y_row_stride = N;
                  p.packed = w[i % kSets]; p.scales = sc[i % kSets];
-                 p.M = M; p.N = N; p.K = K; p.group_size = 128; p.dtype = quipkern::DType::kBF16;
+                 p.M = M; p.N = N; p.K = K; p.group_size = group; p.dtype = quipkern::DType::kBF16;
                  set_pdl(p, 0);
                  set_fixed_x(p, fixed);
                  quipkern::linear_2bit_gemv_launch(p, 0);
