@@ -2,7 +2,8 @@
 # A/B of GEMV versions in one GPU session: the probe (benchmarks/probe/stream_probe.cu)
 # built against each version, checked against a float64 host reference, then timed.
 #   bash benchmarks/probe/ab.sh name=file.cu name=patch:benchmarks/pending/x.patch[+y.patch] ...
-# (default: this checkout's kernel only).  Patches (several joined by +, applied in that
+# (default: this checkout's kernel only); a file outside csrc/ (e.g. main's, from
+# `git show main:csrc/linear_2bit.cu > /tmp/main.cu`) takes this checkout's csrc/*.cuh.  Patches (several joined by +, applied in that
 # order) are applied to a copy of this checkout's csrc/ kernel sources and headers; the
 # rest of a patch (bindings, Python) is ignored.  Output: one table per version.
 set -uo pipefail
@@ -30,7 +31,7 @@ for v in $vers; do
   else
     src=$(realpath "$spec")
   fi
-  nvcc -std=c++17 -O3 "-I$inc" -Icsrc/include -gencode=arch=compute_90a,code=sm_90a "-DQK_GEMV_SOURCE=\"$src\"" \
+  nvcc -std=c++17 -O3 "-I$inc" -Icsrc/include -Icsrc -gencode=arch=compute_90a,code=sm_90a "-DQK_GEMV_SOURCE=\"$src\"" \
     benchmarks/probe/stream_probe.cu -o "/tmp/probe_$name" > "/tmp/probe_$name.log" 2>&1 &
 done
 wait
