@@ -935,38 +935,38 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         for (int e = 0; e < 4; ++e) red[warp * kRedStride + ((nt * kTiles + tile) * 4 + e) * 32 + lane] = acc[nt][tile][e];
     __syncthreads();
     if (warp < kNT * kTiles) {  // warp nt·kTiles + tile writes that tile's rows for that n8 tile of x
-    const int tile = warp % kTiles, nt = warp / kTiles;
+      const int tile = warp % kTiles, nt = warp / kTiles;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float v = 0.f;
-      int vi = 0;  // kIntX
+      for (int e = 0; e < 4; ++e) {
+        float v = 0.f;
+        int vi = 0;  // kIntX
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float r = red[w * kRedStride + ((nt * kTiles + tile) * 4 + e) * 32 + lane];
-        if constexpr (kIntX) vi += __float_as_int(r);
-        else v += r;
-      }
-      if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
-      const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
-      if (row >= p.N || b >= p.M) continue;
-      if constexpr (kInt8 && std::is_same<TY, int32_t>::value) {  // |Σc·q| <= 3·127·K < 2^31 (K <= 2^22)
-        static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
-      } else if constexpr (kIntX) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
-        const float sb = kA8 ? __int_as_float(ex[b]) : load_cg(p.act_scales + b);
-        float r = (float(vi - sx[b]) * sb) * row_scale(p, row);
-        if (p.bias != nullptr) r += to_float(load_cg(static_cast<const TY*>(p.bias) + row));
-        static_cast<TY*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<TY>(r);
-      } else {
-        const int eb = ex[b];
-        if (!kGrouped) {
-          const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
-          v = (v - z * float(sx[b])) * row_scale(p, row);
+        for (int w = 0; w < kWarps; ++w) {
+          const float r = red[w * kRedStride + ((nt * kTiles + tile) * 4 + e) * 32 + lane];
+          if constexpr (kIntX) vi += __float_as_int(r);
+          else v += r;
         }
-        v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
-        if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
-        static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+        if (paired && (e & 1)) continue;  // paired: element 2h' holds batch row t
+        const int row = row0 + g + 8 * (2 * tile + (e >> 1)), b = kXRows * nt + (paired ? t : 2 * t + (e & 1));
+        if (row >= p.N || b >= p.M) continue;
+        if constexpr (kInt8 && std::is_same<TY, int32_t>::value) {  // |Σc·q| <= 3·127·K < 2^31 (K <= 2^22)
+          static_cast<int32_t*>(p.y)[int64_t(b) * p.y_row_stride + row] = vi - sx[b];
+        } else if constexpr (kIntX) {  // scale_rows_cols's float32 steps: (acc · s_b) · scale_n, then + bias
+          const float sb = kA8 ? __int_as_float(ex[b]) : load_cg(p.act_scales + b);
+          float r = (float(vi - sx[b]) * sb) * row_scale(p, row);
+          if (p.bias != nullptr) r += to_float(load_cg(static_cast<const TY*>(p.bias) + row));
+          static_cast<TY*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<TY>(r);
+        } else {
+          const int eb = ex[b];
+          if (!kGrouped) {
+            const float z = kAsym ? half_bits_to_float(__ldg(p.zeros + row)) : 1.5f;
+            v = (v - z * float(sx[b])) * row_scale(p, row);
+          }
+          v = eb == kBadRow ? __uint_as_float(0x7fc00000u) : v * __uint_as_float(uint32_t(127 - eb) << 23);  // · 2^-e_b
+          if (p.bias != nullptr) v += to_float(load_cg(static_cast<const T*>(p.bias) + row));
+          static_cast<T*>(p.y)[int64_t(b) * p.y_row_stride + row] = from_float<T>(v);
+        }
       }
-    }
     }
     if (!more) break;
     __syncthreads();  // the reduction is read before stage 2 is refilled
