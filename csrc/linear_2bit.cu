@@ -891,8 +891,9 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
         }
     }
   };
-  // Persistent blocks (the per-row modes with x staged; launch_gemv cuts their grid to one
-  // wave): a block takes row tiles blockIdx.x, + gridDim.x, ... with x prepared once.  At a
+  // Persistent blocks (the per-row modes with x staged; launch_gemv may cut their grid to
+  // one wave, kPersistWaves*): a block takes row tiles blockIdx.x, + gridDim.x, ... with x
+  // prepared once.  With one block a tile the loop runs once.  At a
   // tile's end each warp starts the next tile's first two chunks (stages 0 and 1) before the
   // reduction and the epilogue, which then use stage 2 of every warp's ring (free until
   // the next tile's first iteration, after the barrier below).  The main loop is the
@@ -981,7 +982,7 @@ __global__ void __launch_bounds__(kWarps * 32, kTiles == 1 ? 4 : 3)
 // costs more than that: 14336×4096 (1.13 waves) 12.8 / 13.4, 28672×8192 (2.26) 29.8 / 29.0.
 // The W1.58A8 step quantizes all of x in every block: 14.9 -> 12.7 and 33.0 -> 29.6.
 constexpr int kPersistWavesFixedX = 2;
-constexpr int kPersistWavesA8 = 1 << 20;
+constexpr int kPersistWavesA8 = 1 << 20;  // any number of waves: always
 
 // Whether persistent instances get a grid of at most one wave (QUIPKERN_GEMV_PERSISTENT=0
 // in the environment: one block a tile, e.g. to measure what it gains; read once).

@@ -3,9 +3,10 @@
 # built against each version, checked against a float64 host reference, then timed.
 #   bash benchmarks/probe/ab.sh name=file.cu name=patch:benchmarks/pending/x.patch[+y.patch] ...
 # (default: this checkout's kernel only); a file outside csrc/ (e.g. main's, from
-# `git show main:csrc/linear_2bit.cu > /tmp/main.cu`) takes this checkout's csrc/*.cuh.  Patches (several joined by +, applied in that
-# order) are applied to a copy of this checkout's csrc/ kernel sources and headers; the
-# rest of a patch (bindings, Python) is ignored.  Output: one table per version.
+# `git show main:csrc/linear_2bit.cu > /tmp/main.cu`) takes this checkout's csrc/*.cuh.
+# Patches (several joined by +, applied in that order) are applied to a copy of this
+# checkout's csrc/ kernel sources and headers; the rest of a patch (bindings, Python) is
+# ignored.  Output: one table per version.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
