@@ -6,15 +6,19 @@
 # `git show main:csrc/linear_2bit.cu > /tmp/main.cu`) takes this checkout's csrc/*.cuh.
 # Patches (several joined by +, applied in that order) are applied to a copy of this
 # checkout's csrc/ kernel sources and headers; the rest of a patch (bindings, Python) is
-# ignored.  Output: one table per version.
+# ignored.  A spec named twice (e.g. main=/tmp/main.cu new=csrc/linear_2bit.cu main2=/tmp/main.cu,
+# to alternate) is compiled once.  Output: one table per version; ab_table.py puts them side by side.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 vers=${*:-current=$root/csrc/linear_2bit.cu}
 dirs=()
+declare -A first  # spec -> the name it is built under
 trap 'rm -rf "${dirs[@]}"' EXIT
 for v in $vers; do
   name=${v%%=*}; spec=${v#*=}
+  [ -n "${first[$spec]:-}" ] && continue
+  first[$spec]=$name
   inc=csrc/include
   if [[ $spec == patch:* ]]; then
     dir=$(mktemp -d)
@@ -37,7 +41,7 @@ for v in $vers; do
 done
 wait
 for v in $vers; do
-  name=${v%%=*}
+  name=${v%%=*}; bin=${first[${v#*=}]}
   echo "== $name =="
-  if [ -x "/tmp/probe_$name" ]; then "/tmp/probe_$name"; else cat "/tmp/probe_$name.log"; fi
+  if [ -x "/tmp/probe_$bin" ]; then "/tmp/probe_$bin"; else cat "/tmp/probe_$bin.log"; fi
 done

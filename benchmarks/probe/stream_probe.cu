@@ -195,7 +195,7 @@ using namespace quipkern;
 
 int main() {
   if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
-  // PROBE_M: batch sizes timed (default "1 16"); PROBE_RING=0 skips the memory-only kernels;
+  // PROBE_M: batch sizes timed (default "1 16"); PROBE_SHAPES (below) the shapes; PROBE_RING=0 skips the memory-only kernels;
   // PROBE_PDL=1 launches the GEMVs with PDL where the version has Linear2bitParams::pdl
   std::vector<int> Ms;
   {
@@ -212,9 +212,22 @@ int main() {
   // PROBE_FIXED: 1 (the default kernel choice), 0 (fixed_x off: the float kernel), both
   std::vector<int> fixed_modes{1};
   if (const char* f = getenv("PROBE_FIXED")) fixed_modes = std::string(f) == "both" ? std::vector<int>{1, 0} : std::vector<int>{atoi(f) != 0};
-  const int shapes[][2] = {{8192, 8192}, {28672, 8192}, {8192, 28672}, {4096, 4096}, {14336, 4096}};
+  // PROBE_SHAPES: "NxK NxK ..." (default: the issues' five shapes)
+  std::vector<std::pair<int, int>> shapes{{8192, 8192}, {28672, 8192}, {8192, 28672}, {4096, 4096}, {14336, 4096}};
+  if (const char* env = getenv("PROBE_SHAPES")) {
+    shapes.clear();
+    for (const char* c = env; *c;) {
+      char* end = nullptr;
+      const long n = strtol(c, &end, 10);
+      if (end == c || *end != 'x') break;
+      const long k = strtol(end + 1, &end, 10);
+      if (n > 0 && k > 0 && k % 128 == 0) shapes.emplace_back(int(n), int(k));
+      while (*end == ' ' || *end == ',') ++end;
+      c = end;
+    }
+  }
   for (auto& s : shapes) {
-    const int N = s[0], K = s[1];
+    const int N = s.first, K = s.second;
     const size_t bytes = size_t(N) * K / 4;
     // weight sets rotated so that they span >= 3x the 50 MB L2
     const int kSets = int(std::max<size_t>(4, (150u << 20) / (bytes + size_t(N) * (K / 128) * 2) + 1));
@@ -229,7 +242,7 @@ int main() {
     void* x;
     void* y;
     cudaMalloc(&x, size_t(K) * 2 * 16);
-    cudaMemset(x, 0, size_t(K) * 2 * 16);
+    cudaMemset(x, 0x3c, size_t(K) * 2 * 16);  // bf16 0x3c3c ~ 0.0115: never time on zeros
     cudaMalloc(&y, size_t(N) * 2 * 16);
     const int iters = 400;
     auto report = [&](const char* name, float us) {
