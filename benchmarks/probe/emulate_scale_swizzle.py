@@ -1,5 +1,6 @@
-"""Emulation of csrc/linear_2bit.cu's scale_swizzle: the group scales' places in shared memory
-as copy_scales writes them and as the x16 kernel's group close reads them.
+"""Emulation of scale_swizzle (benchmarks/pending/gemv_scale_swizzle.patch, for
+csrc/linear_2bit.cu): the group scales' places in shared memory as copy_scales writes them
+and as the x16 kernel's group close reads them; the plain layout (main's) is scale_swizzle = 0.
 
 For every G (groups a row) the kernel can see, and both row tiles (16 / 32 rows):
   * the copy is a permutation of the block's pieces that keeps every piece in its row;
