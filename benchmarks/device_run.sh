@@ -103,9 +103,10 @@ stage_ab() {
   step "GEMV versions side by side, each checked then timed (benchmarks/probe/ab.sh) -> probe.txt"
   bash benchmarks/probe/ab.sh ${AB_ARGS:-} > "$OUT/probe.txt" 2>&1 || status=1
   grep -E "^==|FAILED|WRONG|failed|gemv" "$OUT/probe.txt" >> "$LOG"
-  grep -E "FAILED|WRONG|failed|error" "$OUT/probe.txt" | head -20
+  local bad="FAILED|WRONG|failed|error"
+  grep -E "$bad" "$OUT/probe.txt" | head -20
   $PY benchmarks/probe/ab_table.py "$OUT/probe.txt" | tee "$OUT/ab_table.txt" | tee -a "$LOG"
-  ! grep -qE "FAILED|WRONG|failed|error" "$OUT/probe.txt" || status=1
+  ! grep -qE "$bad" "$OUT/probe.txt" || status=1
 }
 stage_demo() {
   step "demo (main job) on the GPU"

@@ -42,6 +42,7 @@ done
 wait
 for v in $vers; do
   name=${v%%=*}; bin=${first[${v#*=}]}
-  echo "== $name =="
+  # a rerun of an earlier spec says so: ab_table.py counts the two as one version
+  if [ "$bin" = "$name" ]; then echo "== $name =="; else echo "== $name (build of $bin) =="; fi
   if [ -x "/tmp/probe_$bin" ]; then "/tmp/probe_$bin"; else cat "/tmp/probe_$bin.log"; fi
 done

@@ -3,22 +3,18 @@
     python benchmarks/probe/ab_table.py probe.txt
 
 One line a (kernel, M, shape): each version's time in µs, in the order the versions ran,
-then every version's median against the first version's median (versions named
-``base`` and ``base2`` count as one version, ``base``, timed twice: alternate them so
-that the GPU's drift shows as the spread between a version's own runs).
+then every version's median against the first version's median.  A name that ab.sh ran
+from an earlier name's build (its header says "(build of base)") counts as that version
+timed again: alternate them so that the GPU's drift shows as the spread between a
+version's own runs.
 """
 import collections
 import re
 import statistics
 import sys
 
-HEAD = re.compile(r"== (?:.*: )?(\S+) ==")
+HEAD = re.compile(r"== (?:.*: )?(\S+)(?: \(build of (\S+)\))? ==")
 ROW = re.compile(r"gemv (\S+) (\S+)\s+M=(\d+)(?: (\w+))?\s+(\d+x\d+)\s+([\d.]+) us")
-
-
-def version(name):
-    """'main2' and 'main' are one version timed twice."""
-    return re.sub(r"\d+$", "", name) or name
 
 
 def main(path):
@@ -27,13 +23,13 @@ def main(path):
     for line in open(path):
         m = HEAD.match(line)
         if m:
-            cur = m.group(1)
+            cur = m.group(2) or m.group(1)
             continue
         m = ROW.match(line)
         if m and cur:
             dtype, mode, M, fixed, shape, us = m.groups()
             key = (f"{dtype} {mode}{' ' + fixed if fixed else ''}", int(M), shape)
-            times[key][version(cur)].append(float(us))
+            times[key][cur].append(float(us))
     if not times:
         print("no timings found")
         return 1

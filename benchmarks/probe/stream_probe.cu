@@ -194,7 +194,6 @@ float time_us(F launch, int iters) {
 using namespace quipkern;
 
 int main() {
-  if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
   // PROBE_M: batch sizes timed (default "1 16"); PROBE_SHAPES (below) the shapes; PROBE_RING=0 skips the memory-only kernels;
   // PROBE_PDL=1 launches the GEMVs with PDL where the version has Linear2bitParams::pdl
   std::vector<int> Ms;
@@ -219,13 +218,16 @@ int main() {
     for (const char* c = env; *c;) {
       char* end = nullptr;
       const long n = strtol(c, &end, 10);
-      if (end == c || *end != 'x') break;
+      if (end == c || *end != 'x') { fprintf(stderr, "PROBE_SHAPES: cannot read '%s' (want NxK)\n", c); return 2; }
       const long k = strtol(end + 1, &end, 10);
-      if (n > 0 && k > 0 && k % 128 == 0) shapes.emplace_back(int(n), int(k));
+      if (n <= 0 || k <= 0 || k % 128 != 0) { fprintf(stderr, "PROBE_SHAPES: %ldx%ld: want N, K > 0, K %% 128 == 0\n", n, k); return 2; }
+      shapes.emplace_back(int(n), int(k));
       while (*end == ' ' || *end == ',') ++end;
       c = end;
     }
   }
+  // after reading the options, so that a bad one costs no checking time
+  if (!check_all()) printf("the GEMV is WRONG (timings below are of a wrong kernel)\n");
   for (auto& s : shapes) {
     const int N = s.first, K = s.second;
     const size_t bytes = size_t(N) * K / 4;
