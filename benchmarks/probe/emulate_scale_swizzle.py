@@ -1,6 +1,6 @@
 """Emulation of scale_swizzle (benchmarks/pending/gemv_scale_swizzle.patch, for
 csrc/linear_2bit.cu): the group scales' places in shared memory as copy_scales writes them
-and as the x16 kernel's group close reads them; the plain layout (main's) is scale_swizzle = 0.
+and as both GEMV kernels' group closes read them; the plain layout (main's) is scale_swizzle = 0.
 
 For every G (groups a row) the kernel can see, and both row tiles (16 / 32 rows):
   * the copy is a permutation of the block's pieces that keeps every piece in its row;
@@ -12,7 +12,7 @@ It checks the index scheme, not the CUDA code.  python benchmarks/probe/emulate_
 
 
 def scale_swizzle(G, r):
-    if G % 8:
+    if G == 0 or G % 8:
         return 0
     w = (G // 2) & 31
     low = 32 if w == 0 else (w & -w)
